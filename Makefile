@@ -1,0 +1,32 @@
+# Set-up and the two README commands. Everything runs in a local virtual environment (.venv).
+#   make demo   - install, then run the main job on the shipped default
+#   make test   - install, then run the test suite
+# TORCH selects the PyTorch requirement installed before the package (default: torch==2.13.0, the
+# CPU wheel on the project's build machines); e.g. `make test TORCH="torch>=2.2"` elsewhere.
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+
+.PHONY: install demo test test-all clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	bash scripts/demo.sh
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-all: install
+	$(BIN)/python -m pytest -q -m ""
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

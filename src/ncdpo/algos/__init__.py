@@ -1,0 +1,18 @@
+"""Algorithms: one shared PPO core (:mod:`ncdpo.algos.core`) and a small agent per algorithm."""
+
+from __future__ import annotations
+
+from ncdpo.algos.base import ActOutput, Agent
+from ncdpo.algos.ncdpo import NCDPOAgent
+from ncdpo.algos.ppo import PPOAgent
+from ncdpo.config import TrainConfig
+
+AGENTS: dict[str, type[Agent]] = {"ncdpo": NCDPOAgent, "ppo": PPOAgent}
+
+
+def make_agent(cfg: TrainConfig, obs_dim: int, act_dim: int) -> Agent:
+    """Build the agent of ``cfg.algo`` for an env with the given dimensions."""
+    return AGENTS[cfg.algo](obs_dim, act_dim, cfg)
+
+
+__all__ = ["AGENTS", "ActOutput", "Agent", "NCDPOAgent", "PPOAgent", "make_agent"]

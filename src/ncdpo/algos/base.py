@@ -1,0 +1,60 @@
+"""The policy-specific part of an on-policy algorithm.
+
+The PPO core (:mod:`ncdpo.algos.core`) only ever talks to an :class:`Agent`: it asks it to act, stores what
+the agent returns in the rollout buffer, and later asks it for the log-probabilities of the stored actions
+with gradients. Each algorithm (NCDPO, MLP+PPO, ...) is a small subclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ncdpo.config import TrainConfig
+from ncdpo.policies.common import Critic
+
+
+@dataclass
+class ActOutput:
+    """What one call of :meth:`Agent.act` returns for a batch of observations."""
+
+    action: torch.Tensor
+    """Executed actions, normalised to [-1, 1] (before clipping): (B, act_steps, act_dim)."""
+    log_prob: torch.Tensor
+    """log pi_old of those actions: (B,)."""
+    store: dict[str, torch.Tensor]
+    """Everything the update needs to recompute the log-probability (e.g. the chain noise), batch-first."""
+
+
+class Agent(nn.Module):
+    """Actor (algorithm-specific) plus critic V(s) (shared)."""
+
+    algo: str = ""
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.act_steps = obs_dim, act_dim, cfg.act_steps
+        self.critic = Critic(obs_dim, cfg.critic.hidden_dims, cfg.critic.activation)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
+        """Sample (or take the mean of) the executed action chunk for normalised observations."""
+        raise NotImplementedError
+
+    def evaluate(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log pi_theta(stored action), entropy)`` with gradients, for the PPO update."""
+        raise NotImplementedError
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs)
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith("critic.")]
+
+    def set_progress(self, frac: float) -> None:
+        """Called before each rollout with the fraction of the budget spent (for schedules)."""
+
+    def policy_std(self) -> float:
+        """Mean std of the executed-action distribution (logged as charts/policy_std)."""
+        raise NotImplementedError

@@ -1,0 +1,411 @@
+"""The shared on-policy core: rollout buffer, GAE, clipped PPO loss, minibatch loop, and the training run.
+
+Every algorithm runs through :func:`train`; what differs is the :class:`~ncdpo.algos.base.Agent`. The
+training loop reads top to bottom: collect ``n_steps`` decisions from ``n_envs`` envs, compute GAE, run
+``update_epochs`` passes of clipped PPO over shuffled minibatches, log, checkpoint, repeat until the
+env-step budget is spent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ncdpo.algos import make_agent
+from ncdpo.algos.base import Agent
+from ncdpo.checkpoint import atomic_write_bytes, load_checkpoint, load_module_state, save_checkpoint
+from ncdpo.config import TrainConfig, to_dict, validate
+from ncdpo.envs.registry import done_values, env_dims, episode_stats, make_vec_env
+from ncdpo.errors import NcdpoError
+from ncdpo.logger import Logger
+from ncdpo.policies.common import ObsNormalizer, RewardScaler
+
+KEEP_CHECKPOINTS = 3
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pieces of PPO
+
+
+def compute_gae(
+    rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over a (T, N) rollout.
+
+    ``dones[t]`` marks that the episode ended with transition ``t`` (terminated or truncated; truncated
+    rewards already carry the bootstrapped ``gamma * V(final_obs)``). Returns ``(advantages, returns)``.
+    """
+    T = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(last_value)
+    for t in reversed(range(T)):
+        next_value = last_value if t == T - 1 else values[t + 1]
+        not_done = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * not_done - values[t]
+        last = delta + gamma * lam * not_done * last
+        adv[t] = last
+    return adv, adv + values
+
+
+@dataclass
+class PolicyLoss:
+    loss: torch.Tensor
+    ratio: torch.Tensor
+    approx_kl: torch.Tensor
+    clipfrac: torch.Tensor
+
+
+def clipped_policy_loss(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor, clip: float) -> PolicyLoss:
+    """PPO's clipped surrogate, to be minimised: ``-min(r A, clip(r, 1-c, 1+c) A)`` averaged."""
+    log_ratio = new_log_prob - old_log_prob
+    ratio = log_ratio.exp()
+    loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - log_ratio).mean()
+        clipfrac = ((ratio - 1).abs() > clip).float().mean()
+    return PolicyLoss(loss, ratio, approx_kl, clipfrac)
+
+
+def value_loss(new_v: torch.Tensor, old_v: torch.Tensor, returns: torch.Tensor, clip: float | None) -> torch.Tensor:
+    """0.5 * squared error, optionally clipped around the old value estimate."""
+    if clip is None:
+        return 0.5 * ((new_v - returns) ** 2).mean()
+    v_clipped = old_v + (new_v - old_v).clamp(-clip, clip)
+    return 0.5 * torch.max((new_v - returns) ** 2, (v_clipped - returns) ** 2).mean()
+
+
+@dataclass
+class RolloutBuffer:
+    """Fixed-size (T, N, ...) storage of one iteration's decisions."""
+
+    T: int
+    N: int
+    obs_dim: int
+    device: torch.device
+    obs: torch.Tensor = field(init=False)
+    rewards: torch.Tensor = field(init=False)
+    dones: torch.Tensor = field(init=False)
+    values: torch.Tensor = field(init=False)
+    log_probs: torch.Tensor = field(init=False)
+    store: dict[str, torch.Tensor] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        z = lambda *s: torch.zeros(self.T, self.N, *s, device=self.device)  # noqa: E731
+        self.obs, self.rewards, self.dones, self.values, self.log_probs = z(self.obs_dim), z(), z(), z(), z()
+
+    def add(self, t: int, obs: torch.Tensor, value: torch.Tensor, log_prob: torch.Tensor, store: dict[str, torch.Tensor], reward: torch.Tensor, done: torch.Tensor) -> None:
+        if not self.store:
+            self.store = {k: torch.zeros(self.T, *v.shape, device=self.device, dtype=v.dtype) for k, v in store.items()}
+        self.obs[t], self.values[t], self.log_probs[t] = obs, value, log_prob
+        self.rewards[t], self.dones[t] = reward, done
+        for k, v in store.items():
+            self.store[k][t] = v
+
+
+def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, buf: RolloutBuffer, adv: torch.Tensor, returns: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
+    """``update_epochs`` passes of clipped PPO over shuffled minibatches of the flattened rollout."""
+    p = cfg.ppo
+    B = buf.T * buf.N
+    flat = lambda x: x.reshape(B, *x.shape[2:])  # noqa: E731
+    b_obs, b_logp, b_adv, b_ret, b_val = flat(buf.obs), flat(buf.log_probs), flat(adv), flat(returns), flat(buf.values)
+    b_store = {k: flat(v) for k, v in buf.store.items()}
+    params = [q for g in optimizer.param_groups for q in g["params"]]
+    stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")}
+    first_ratio_dev = math.nan
+    stop, epochs_done = False, 0
+    for _epoch in range(p.update_epochs):
+        perm = torch.randperm(B, device=b_obs.device)
+        for start in range(0, B, p.minibatch_size):
+            idx = perm[start : start + p.minibatch_size]
+            new_logp, entropy = agent.evaluate(b_obs[idx], {k: v[idx] for k, v in b_store.items()})
+            mb_adv = b_adv[idx]
+            if p.norm_adv and len(idx) > 1:
+                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+            pl = clipped_policy_loss(new_logp, b_logp[idx], mb_adv, p.clip_coef)
+            if math.isnan(first_ratio_dev):
+                first_ratio_dev = float((pl.ratio.detach() - 1).abs().max())
+            if p.target_kl > 0 and float(pl.approx_kl) > 1.5 * p.target_kl:
+                stop = True
+                break
+            v_loss = value_loss(agent.value(b_obs[idx]), b_val[idx], b_ret[idx], p.clip_coef if p.clip_vloss else None)
+            loss = pl.loss - p.ent_coef * entropy + p.vf_coef * v_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = nn.utils.clip_grad_norm_(params, p.max_grad_norm)
+            optimizer.step()
+            for k, v in (("policy_loss", pl.loss), ("value_loss", v_loss), ("entropy", entropy), ("approx_kl", pl.approx_kl), ("clipfrac", pl.clipfrac), ("grad_norm", gn)):
+                stats[k].append(float(v.detach()) if torch.is_tensor(v) else float(v))
+        epochs_done += 1
+        if stop:
+            break
+    out = {f"losses/{k}": (float(np.mean(v)) if v else math.nan) for k, v in stats.items()}
+    var_y = float(b_ret.var())
+    out["losses/explained_variance"] = math.nan if var_y == 0 else 1.0 - float((b_ret - b_val).var()) / var_y
+    out["losses/first_minibatch_ratio_dev"] = first_ratio_dev
+    out["losses/epochs"] = float(epochs_done)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    agent: Agent,
+    obs_norm: ObsNormalizer,
+    env_id: str,
+    n_episodes: int,
+    act_steps: int,
+    deterministic: bool = True,
+    seed: int = 0,
+    max_episode_steps: int = 0,
+    max_envs: int = 16,
+) -> dict[str, Any]:
+    """Run ``n_episodes`` complete episodes; each env contributes a fixed quota (no bias to short ones)."""
+    n_envs = min(n_episodes, max_envs)
+    quota = np.full(n_envs, n_episodes // n_envs) + (np.arange(n_envs) < n_episodes % n_envs)
+    envs = make_vec_env(env_id, n_envs, act_steps, max_episode_steps)
+    device = next(agent.parameters()).device
+    returns: list[float] = []
+    lengths: list[int] = []
+    got = np.zeros(n_envs, np.int64)
+    obs, _ = envs.reset(seed=seed)
+    while (got < quota).any():
+        out = agent.act(torch.as_tensor(obs_norm(obs), device=device), deterministic)
+        obs, _, term, trunc, info = envs.step(out.action.cpu().numpy())
+        done = term | trunc
+        ep = info.get("final_info", {}).get("episode")
+        for i in np.nonzero(done)[0]:
+            if got[i] < quota[i]:
+                returns.append(float(ep["r"][i]))
+                lengths.append(int(ep["l"][i]))
+                got[i] += 1
+    envs.close()
+    return {
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "length_mean": float(np.mean(lengths)),
+        "returns": returns,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# The training run
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise NcdpoError(f"unknown device '{name}' (use cpu, cuda, cuda:N or auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NcdpoError(f"device '{name}' requested but CUDA is not available")
+    return dev
+
+
+def run_dir_for(cfg: TrainConfig) -> Path:
+    name = cfg.run_name or f"{cfg.env.id}__{cfg.algo}__s{cfg.seed}"
+    return Path(cfg.out_dir) / name
+
+
+class Trainer:
+    """Holds the state of one run; :meth:`run` is the training loop."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg = validate(cfg)
+        if cfg.torch_threads > 0:
+            torch.set_num_threads(cfg.torch_threads)
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.envs = make_vec_env(cfg.env.id, cfg.env.n_envs, cfg.act_steps, cfg.env.max_episode_steps)
+        self.obs_dim, self.act_dim = env_dims(self.envs)
+        self.agent = make_agent(cfg, self.obs_dim, self.act_dim).to(self.device)
+        self.obs_norm = ObsNormalizer(self.obs_dim, cfg.env.norm_obs, cfg.env.clip_obs)
+        self.reward_scaler = RewardScaler(cfg.env.n_envs, cfg.ppo.gamma, cfg.env.norm_reward)
+        if cfg.init:
+            self._load_init(cfg.init)
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": self.agent.actor_parameters(), "lr": cfg.ppo.actor_lr},
+                {"params": list(self.agent.critic.parameters()), "lr": cfg.ppo.critic_lr},
+            ],
+            eps=1e-5,
+        )
+        self.run_dir = run_dir_for(cfg)
+        self.iteration = 0
+        self.env_steps = 0
+
+    def _load_init(self, path: str) -> None:
+        ck = load_checkpoint(path)
+        if ck.meta.get("algo") != self.cfg.algo:
+            raise NcdpoError(f"--init checkpoint {ck.path} holds a '{ck.meta.get('algo')}' policy, not '{self.cfg.algo}'")
+        if (ck.obs_dim, ck.act_dim) != (self.obs_dim, self.act_dim):
+            raise NcdpoError(
+                f"--init checkpoint {ck.path} was made for obs/act dims ({ck.obs_dim}, {ck.act_dim}) "
+                f"but {self.cfg.env.id} has ({self.obs_dim}, {self.act_dim})"
+            )
+        load_module_state(self.agent.policy, ck.prefixed("agent.policy"), f"checkpoint {ck.path}")
+        critic = ck.prefixed("agent.critic")
+        if critic:
+            load_module_state(self.agent.critic, critic, f"checkpoint {ck.path} (critic)")
+        if any(k.startswith("obs_rms.") for k in ck.tensors):
+            self.obs_norm.rms.load(ck.tensors, "obs_rms")
+
+    def save(self, name: str) -> Path:
+        path = self.run_dir / "checkpoints" / f"{name}.safetensors"
+        save_checkpoint(
+            path,
+            self.cfg,
+            {"agent": self.agent},
+            self.obs_norm.rms.state("obs_rms"),
+            {"algo": self.cfg.algo, "env_id": self.cfg.env.id, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
+             "iteration": self.iteration, "env_steps": self.env_steps},
+        )
+        periodic = sorted((self.run_dir / "checkpoints").glob("iter_*.safetensors"))
+        for old in periodic[:-KEEP_CHECKPOINTS]:
+            old.unlink()
+        return path
+
+    def _prepare_run_dir(self) -> None:
+        if self.run_dir.exists() and any(self.run_dir.iterdir()):
+            if not self.cfg.overwrite:
+                raise NcdpoError(f"run folder {self.run_dir} already exists; pass --overwrite or choose --run-name")
+            shutil.rmtree(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.run_dir / "config.json", json.dumps(to_dict(self.cfg), indent=2).encode())
+
+    def run(self) -> Path:
+        cfg, p, dev = self.cfg, self.cfg.ppo, self.device
+        self._prepare_run_dir()
+        logger = Logger(self.run_dir, cfg.tensorboard)
+        buf = RolloutBuffer(p.n_steps, cfg.env.n_envs, self.obs_dim, dev)
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.total_env_steps, unit="step", dynamic_ncols=True, desc=f"{cfg.algo} {cfg.env.id}")
+        t_start = time.perf_counter()
+        raw_obs, _ = self.envs.reset(seed=cfg.seed)
+        obs = self.obs_norm(raw_obs, update=cfg.env.update_obs_norm)
+        recent: list[float] = []
+        while self.env_steps < cfg.total_env_steps:
+            self.iteration += 1
+            frac = self.env_steps / cfg.total_env_steps
+            self.agent.set_progress(frac)
+            if p.anneal_lr:
+                for g, lr in zip(self.optimizer.param_groups, (p.actor_lr, p.critic_lr)):
+                    g["lr"] = lr * (1.0 - frac)
+
+            # ---- rollout
+            t0 = time.perf_counter()
+            it_steps, ep_returns, ep_lengths = 0, [], []
+            for t in range(p.n_steps):
+                obs_t = torch.as_tensor(obs, device=dev)
+                with torch.no_grad():
+                    out = self.agent.act(obs_t)
+                    value = self.agent.value(obs_t)
+                raw_obs, reward, term, trunc, info = self.envs.step(out.action.cpu().numpy())
+                done = term | trunc
+                it_steps += int(done_values(info, "env_steps", done).sum())
+                for r, length in episode_stats(info, done):
+                    ep_returns.append(r)
+                    ep_lengths.append(length)
+                reward = self.reward_scaler(np.asarray(reward, np.float64), done)
+                boot = np.nonzero(trunc & ~term)[0]
+                if len(boot):  # time-limit truncation: bootstrap from the value of the final observation
+                    final = np.stack([info["final_obs"][i] for i in boot])
+                    with torch.no_grad():
+                        v_final = self.agent.value(torch.as_tensor(self.obs_norm(final), device=dev)).cpu().numpy()
+                    reward[boot] += p.gamma * v_final
+                buf.add(t, obs_t, value, out.log_prob, out.store, torch.as_tensor(reward, device=dev), torch.as_tensor(done, dtype=torch.float32, device=dev))
+                obs = self.obs_norm(raw_obs, update=cfg.env.update_obs_norm)
+            with torch.no_grad():
+                last_value = self.agent.value(torch.as_tensor(obs, device=dev))
+            self.env_steps += it_steps
+            t_rollout = time.perf_counter() - t0
+
+            # ---- update
+            t0 = time.perf_counter()
+            adv, returns = compute_gae(buf.rewards, buf.values, buf.dones, last_value, p.gamma, p.gae_lambda)
+            metrics = ppo_update(self.agent, self.optimizer, buf, adv, returns, cfg)
+            t_update = time.perf_counter() - t0
+            for k, v in metrics.items():
+                if k.startswith("losses/") and isinstance(v, float) and math.isinf(v):
+                    raise NcdpoError(f"iteration {self.iteration}: {k} is infinite; stopping (last checkpoint kept)")
+
+            # ---- evaluation, logging, checkpoints
+            ev = {"eval/return_mean": math.nan, "eval/return_std": math.nan}
+            is_last = self.env_steps >= cfg.total_env_steps
+            if cfg.eval_every and (self.iteration % cfg.eval_every == 0 or is_last):
+                ev = self._eval()
+            recent = (recent + ep_returns)[-20:]
+            wall = time.perf_counter() - t_start
+            row = {
+                "iteration": self.iteration,
+                "env_steps": self.env_steps,
+                "wall_s": wall,
+                "charts/episodic_return": float(np.mean(ep_returns)) if ep_returns else math.nan,
+                "charts/episodic_length": float(np.mean(ep_lengths)) if ep_lengths else math.nan,
+                "charts/episodes": len(ep_returns),
+                "charts/SPS": it_steps / (t_rollout + t_update),
+                "charts/policy_std": self.agent.policy_std(),
+                **metrics,
+                **ev,
+                "perf/rollout_s": t_rollout,
+                "perf/update_s": t_update,
+            }
+            logger.log(row, self.env_steps)
+            if self.iteration % cfg.save_every == 0:
+                self.save(f"iter_{self.iteration:06d}")
+            if bar is not None:
+                bar.update(min(it_steps, cfg.total_env_steps - bar.n))
+                post = {"SPS": f"{row['charts/SPS']:.0f}", "return": f"{np.mean(recent):.1f}" if recent else "-"}
+                if not math.isnan(ev["eval/return_mean"]):
+                    post["eval"] = f"{ev['eval/return_mean']:.1f}"
+                bar.set_postfix(post)
+        self.save("final")
+        if bar is not None:
+            bar.close()
+        logger.close()
+        self.envs.close()
+        return self.run_dir
+
+    def _eval(self) -> dict[str, float]:
+        r = evaluate(self.agent, self.obs_norm, self.cfg.env.id, self.cfg.eval_episodes, self.cfg.act_steps,
+                     self.cfg.eval_deterministic, seed=self.cfg.seed + 100_000, max_episode_steps=self.cfg.env.max_episode_steps)
+        return {"eval/return_mean": r["return_mean"], "eval/return_std": r["return_std"]}
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run one training run described by ``cfg``; returns its run folder."""
+    return Trainer(cfg).run()
+
+
+def load_agent(path: str | Path, device: str = "cpu") -> tuple[Agent, ObsNormalizer, Any]:
+    """Rebuild exactly the agent and observation normaliser a checkpoint was saved from."""
+    ck = load_checkpoint(path)
+    cfg = ck.config
+    agent = make_agent(cfg, ck.obs_dim, ck.act_dim)
+    load_module_state(agent, ck.prefixed("agent"), f"checkpoint {ck.path}")
+    obs_norm = ObsNormalizer(ck.obs_dim, cfg.env.norm_obs, cfg.env.clip_obs)
+    obs_norm.rms.load(ck.tensors, "obs_rms")
+    return agent.to(resolve_device(device)).eval(), obs_norm, ck

@@ -1,0 +1,141 @@
+"""Checkpoints: one safetensors file holding weights, normaliser statistics, the config and counters.
+
+Files are written atomically (temporary file in the same folder, fsync, rename), so a crash never leaves a
+half-written checkpoint under the final name. Loading checks the format and that every tensor fits the
+policy the config describes; any problem is a one-line :class:`NcdpoError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ncdpo.config import TrainConfig, from_dict, to_dict
+from ncdpo.errors import NcdpoError
+
+FORMAT = "ncdpo-checkpoint"
+FORMAT_VERSION = "1"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` holds either the old or the complete new content."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint."""
+
+    path: Path
+    config: TrainConfig
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.meta["obs_dim"])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.meta["act_dim"])
+
+    def prefixed(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors under ``prefix.`` with the prefix stripped."""
+        n = len(prefix) + 1
+        return {k[n:]: v for k, v in self.tensors.items() if k.startswith(prefix + ".")}
+
+
+def save_checkpoint(
+    path: str | Path,
+    cfg: TrainConfig,
+    modules: dict[str, torch.nn.Module],
+    extra_tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+) -> None:
+    """Save ``modules``' state dicts (under their names) plus ``extra_tensors`` and ``meta``, atomically."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, mod in modules.items():
+        for k, v in mod.state_dict().items():
+            tensors[f"{name}.{k}"] = v.detach().cpu().contiguous().clone()
+    tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in extra_tensors.items()})
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(to_dict(cfg))}
+    header.update({k: json.dumps(v) for k, v in meta.items()})
+    atomic_write_bytes(path, st_save(tensors, metadata=header))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder (its final checkpoint, else its newest periodic one)."""
+    p = Path(path)
+    if p.is_dir():
+        ck = p / "checkpoints"
+        if (ck / "final.safetensors").is_file():
+            return ck / "final.safetensors"
+        periodic = sorted(ck.glob("iter_*.safetensors")) if ck.is_dir() else []
+        if periodic:
+            return periodic[-1]
+        raise NcdpoError(f"no checkpoint in run folder {p} (expected {ck}/final.safetensors)")
+    if not p.is_file():
+        raise NcdpoError(f"checkpoint not found: {p}")
+    return p
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and check a checkpoint (file or run folder)."""
+    p = resolve_checkpoint(path)
+    try:
+        data = p.read_bytes()
+        tensors = st_load(data)
+        from safetensors import safe_open  # header (metadata) access
+
+        with safe_open(str(p), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise NcdpoError(f"checkpoint {p} is corrupt or not a safetensors file ({str(e).splitlines()[0]})") from None
+    if header.get("format") != FORMAT:
+        raise NcdpoError(f"{p} is a safetensors file but not an ncdpo checkpoint (no '{FORMAT}' header)")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise NcdpoError(f"checkpoint {p} has format version {header.get('format_version')}; this ncdpo reads {FORMAT_VERSION}")
+    try:
+        cfg = from_dict(json.loads(header["config"]))
+        meta = {k: json.loads(v) for k, v in header.items() if k not in ("format", "format_version", "config")}
+    except (KeyError, json.JSONDecodeError) as e:
+        raise NcdpoError(f"checkpoint {p} has a damaged header ({e})") from None
+    return Checkpoint(p, cfg, tensors, meta)
+
+
+def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``module.load_state_dict(state)`` with a one-line error naming the first mismatch."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        k = (missing or unexpected)[0]
+        kind = "lacks" if missing else "has an unexpected"
+        raise NcdpoError(f"{what} does not fit this policy: it {kind} tensor '{k}' (different architecture or algorithm)")
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise NcdpoError(
+                f"{what} does not fit this policy: '{k}' has shape {tuple(state[k].shape)} in the checkpoint "
+                f"but {tuple(v.shape)} here (different architecture, horizon or env)"
+            )
+    module.load_state_dict(state)

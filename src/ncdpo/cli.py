@@ -1,0 +1,184 @@
+"""Command-line interface: ``ncdpo train | eval | plot | tasks``.
+
+Every :class:`~ncdpo.config.TrainConfig` field is a ``train`` option (``--ppo.clip-coef 0.1``); ``--env``
+and ``--algo`` are the common short forms. User mistakes print one line, ``ncdpo: error: ...``, and exit 2;
+``--debug`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from ncdpo.config import TrainConfig, apply_overrides, flat_fields, load_config_file, validate
+from ncdpo.errors import NcdpoError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises :class:`NcdpoError` (one line) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise NcdpoError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _option(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    for key, (tp, doc, default) in flat_fields().items():
+        origin = typing.get_origin(tp)
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": key, "metavar": key.split(".")[-1].upper()}
+        if tp is bool:
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
+        elif origin is tuple:
+            kwargs.update(nargs="+")
+        elif origin is typing.Literal:
+            kwargs["metavar"] = "{" + ",".join(map(str, typing.get_args(tp))) + "}"
+        p.add_argument(_option(key), help=f"{doc} (default: {default})", **kwargs)
+    p.add_argument("--env", dest="env.id", default=argparse.SUPPRESS, metavar="ID", help="short for --env.id")
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="ncdpo", description="Fine-tune diffusion policies with NCDPO (PPO through every denoising step).")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    tr = sub.add_parser("train", help="train a policy (ncdpo or ppo) on a task")
+    tr.add_argument("--config", metavar="FILE", help="JSON/YAML file of config values (nested or dotted keys)")
+    tr.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    tr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+    _add_config_options(tr)
+
+    ev = sub.add_parser("eval", help="evaluate a run folder or checkpoint")
+    ev.add_argument("path", metavar="RUN_OR_CHECKPOINT")
+    ev.add_argument("--episodes", type=int, default=10, help="number of episodes (default: 10)")
+    ev.add_argument("--sampled", action="store_true", help="sample the exploration noise (default: deterministic)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs and noise (default: 0)")
+    ev.add_argument("--device", default="cpu", help="device (default: cpu)")
+    ev.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+
+    pl = sub.add_parser("plot", help="plot learning curves of run folders to a PNG")
+    pl.add_argument("runs", nargs="+", metavar="RUN")
+    pl.add_argument("--out", default="curves.png", help="output PNG (default: curves.png)")
+    pl.add_argument("--x", default="env_steps", help="x column (default: env_steps)")
+    pl.add_argument("--y", default="charts/episodic_return", help="y column (default: charts/episodic_return)")
+    pl.add_argument("--no-group", action="store_true", help="one line per run instead of mean ± std per seed group")
+    pl.add_argument("--smooth", type=int, default=1, help="moving-average window in points (default: 1)")
+    pl.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+
+    tk = sub.add_parser("tasks", help="list the registered tasks and their presets")
+    tk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+    return parser
+
+
+def resolve_train_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> TrainConfig:
+    """Defaults, then the task preset, then ``--config``, then command-line options; validated."""
+    from ncdpo.envs.registry import task_preset
+
+    if extra:
+        unknown = extra[0]
+        opts = [_option(k) for k in flat_fields()]
+        close = difflib.get_close_matches(unknown.split("=")[0], opts, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise NcdpoError(f"unknown option {unknown} for ncdpo train{hint}")
+    cli = {k: v for k, v in vars(args).items() if "." in k or k in flat_fields()}
+    file_values = load_config_file(args.config) if args.config else {}
+    env_id = cli.get("env.id", file_values.get("env.id", TrainConfig().env.id))
+    cfg = apply_overrides(TrainConfig(), task_preset(str(env_id)), source="task preset")
+    cfg = apply_overrides(cfg, file_values, source=f"config file {args.config}")
+    cfg = apply_overrides(cfg, cli, source="command line")
+    return validate(cfg)
+
+
+def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from ncdpo.algos.core import train
+    from ncdpo.config import to_dict
+
+    cfg = resolve_train_config(args, extra)
+    if args.print_config:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    run_dir = train(cfg)
+    print(f"run finished: {run_dir} (checkpoint {run_dir / 'checkpoints' / 'final.safetensors'})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ncdpo.algos.core import evaluate, load_agent
+    from ncdpo.checkpoint import atomic_write_bytes
+
+    if args.episodes < 1:
+        raise NcdpoError(f"--episodes must be >= 1 (got {args.episodes})")
+    agent, obs_norm, ck = load_agent(args.path, args.device)
+    cfg = ck.config
+    deterministic = not args.sampled
+    res = evaluate(agent, obs_norm, cfg.env.id, args.episodes, cfg.act_steps, deterministic, args.seed, cfg.env.max_episode_steps)
+    mode = "deterministic" if deterministic else "sampled"
+    print(
+        f"{cfg.env.id} {cfg.algo} ({ck.path}, {ck.meta.get('env_steps', '?')} env steps): "
+        f"return {res['return_mean']:.1f} ± {res['return_std']:.1f} over {args.episodes} episodes ({mode}), "
+        f"mean length {res['length_mean']:.0f}"
+    )
+    if args.json:
+        payload = {"checkpoint": str(ck.path), "env_id": cfg.env.id, "algo": cfg.algo, "mode": mode, **res}
+        atomic_write_bytes(args.json, json.dumps(payload, indent=2).encode())
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from ncdpo.plotting import plot_runs
+
+    out = plot_runs(args.runs, args.out, args.x, args.y, group=not args.no_group, smooth_window=args.smooth)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_tasks() -> int:
+    from ncdpo.envs.registry import TASKS
+
+    for t in TASKS.values():
+        preset = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in t.preset.items())
+        print(f"{t.id:16s} {t.description}\n{'':16s} preset: {preset or '(none)'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if extra and args.command != "train":
+            raise NcdpoError(f"unknown argument {extra[0]} for ncdpo {args.command} (see ncdpo {args.command} --help)")
+        if args.command == "train":
+            return cmd_train(args, extra)
+        if args.command == "eval":
+            return cmd_eval(args)
+        if args.command == "plot":
+            return cmd_plot(args)
+        return cmd_tasks()
+    except NcdpoError as e:
+        if debug:
+            raise
+        print(f"ncdpo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ncdpo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["build_parser", "main", "resolve_train_config", "validate"]

@@ -1,0 +1,398 @@
+"""Typed training configuration.
+
+A run is fully described by one :class:`TrainConfig`. Every field carries a docstring (shown by
+``ncdpo train --help``) and can be overridden from the command line as ``--section.field VALUE`` (for
+example ``--ppo.clip-coef 0.1`` or ``--diffusion.denoising-steps 20``) or from a JSON/YAML file given with
+``--config FILE``. Values are layered: dataclass defaults, then the task preset (see
+:mod:`ncdpo.envs.registry`), then the config file, then command-line flags.
+
+Validation happens in :func:`validate`; every problem is reported as a one-line :class:`NcdpoError`.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+import math
+import textwrap
+import typing
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from ncdpo.errors import NcdpoError
+
+ALGOS = ("ncdpo", "ppo")
+
+
+@dataclass
+class EnvConfig:
+    """Environment and vectorisation."""
+
+    id: str = "Hopper-v5"
+    """Task id: a registered task (``ncdpo tasks`` lists them) or any gymnasium env id with a Box action space."""
+    n_envs: int = 16
+    """Number of environments stepped in lock-step (gymnasium SyncVectorEnv)."""
+    max_episode_steps: int = 0
+    """Episode limit in env steps; 0 keeps the env's own limit."""
+    norm_obs: bool = True
+    """Normalise observations with running mean/std statistics (saved in checkpoints)."""
+    update_obs_norm: bool = True
+    """Update the observation statistics during training (off keeps those of ``--init``'s checkpoint)."""
+    norm_reward: bool = True
+    """Scale rewards by the running std of the discounted return (as gymnasium's NormalizeReward)."""
+    clip_obs: float = 10.0
+    """Clip normalised observations to [-clip_obs, clip_obs]."""
+
+
+@dataclass
+class PPOConfig:
+    """The shared PPO core: rollout length, GAE, clipped surrogate and optimisation."""
+
+    n_steps: int = 128
+    """Policy decisions per environment per iteration (one decision executes ``act_steps`` env steps)."""
+    gamma: float = 0.99
+    """Discount factor per policy decision."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    update_epochs: int = 10
+    """Passes over the rollout per iteration."""
+    minibatch_size: int = 256
+    """Decisions per minibatch."""
+    clip_coef: float = 0.2
+    """PPO ratio clipping range."""
+    clip_vloss: bool = False
+    """Clip the value loss around the old value estimate."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient (only policies with a learnable std have a non-constant entropy)."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clipping threshold."""
+    target_kl: float = 0.0
+    """Stop the epoch loop early when the approximate KL exceeds this (0 disables)."""
+    actor_lr: float = 3e-4
+    """Learning rate of the policy (actor)."""
+    critic_lr: float = 1e-3
+    """Learning rate of the critic V(s)."""
+    anneal_lr: bool = False
+    """Anneal both learning rates linearly to zero over the run."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+
+
+@dataclass
+class DiffusionConfig:
+    """The diffusion policy used by NCDPO (METHOD.md section 1)."""
+
+    denoising_steps: int = 10
+    """K, the number of DDPM training/denoising steps."""
+    sampler: Literal["ddpm", "ddim"] = "ddpm"
+    """Reverse sampler: DDPM (all K steps) or DDIM (``ddim_steps`` of them)."""
+    ddim_steps: int = 5
+    """Number of DDIM steps (a uniform sub-sequence of the K training steps)."""
+    ddim_eta: float = 1.0
+    """DDIM eta (0 = deterministic intermediate steps, 1 = DDPM-like noise)."""
+    hidden_dim: int = 256
+    """Width of the residual MLP denoiser."""
+    num_blocks: int = 1
+    """Number of residual blocks (two linear layers each) in the denoiser."""
+    time_dim: int = 16
+    """Size of the sinusoidal denoising-step embedding."""
+    activation: Literal["silu", "relu", "mish", "tanh"] = "silu"
+    """Activation of the denoiser."""
+    denoised_clip: float = 1.0
+    """Clip the predicted clean action x0 to [-c, c] in each step (0 disables)."""
+    min_chain_std: float = 0.0
+    """Floor on the std of the intermediate denoising steps (0 keeps the DDPM posterior std)."""
+    sigma_exp: Literal["fixed", "linear", "learnable"] = "fixed"
+    """How the exploration std of the last step evolves: fixed, linearly annealed, or learned."""
+    sigma_exp_start: float = 0.1
+    """Exploration std of the last step at the start (and throughout when fixed)."""
+    sigma_exp_end: float = 0.1
+    """Exploration std at the end of a linear schedule."""
+    sigma_exp_min: float = 0.01
+    """Lower bound of a learnable exploration std."""
+    sigma_exp_max: float = 1.0
+    """Upper bound of a learnable exploration std."""
+    grad_checkpoint: bool = False
+    """Recompute each denoising step in the backward pass (memory independent of K, ~1.3x compute)."""
+
+
+@dataclass
+class GaussianConfig:
+    """The Gaussian MLP policy of the MLP+PPO baseline."""
+
+    hidden_dims: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the mean network."""
+    activation: Literal["tanh", "relu", "silu"] = "tanh"
+    """Activation of the mean network."""
+    init_log_std: float = 0.0
+    """Initial value of the state-independent log-std."""
+
+
+@dataclass
+class CriticConfig:
+    """The critic V(s), shared by every algorithm."""
+
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """Hidden layer sizes."""
+    activation: Literal["tanh", "relu", "silu", "mish"] = "tanh"
+    """Activation."""
+
+
+@dataclass
+class TrainConfig:
+    """A complete training run."""
+
+    algo: Literal["ncdpo", "ppo"] = "ncdpo"
+    """Algorithm: ``ncdpo`` (diffusion policy, PPO through the whole chain) or ``ppo`` (Gaussian MLP)."""
+    seed: int = 1
+    """Seed of torch, numpy and the environments: the whole run is reproducible from it on CPU."""
+    total_env_steps: int = 1_000_000
+    """Training budget in environment steps (inner steps, not policy decisions)."""
+    horizon: int = 1
+    """Length of the predicted action chunk."""
+    act_steps: int = 1
+    """Actions of the chunk executed per decision (1 <= act_steps <= horizon)."""
+    out_dir: str = "runs"
+    """Folder under which the run folder is created."""
+    run_name: str = ""
+    """Name of the run folder; empty means ``{env}__{algo}__s{seed}``."""
+    overwrite: bool = False
+    """Allow writing into an existing run folder (its contents are replaced)."""
+    init: str = ""
+    """Checkpoint whose policy (and normaliser) weights initialise this run."""
+    device: str = "auto"
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (cuda when available)."""
+    torch_threads: int = 0
+    """Threads for torch on CPU; 0 leaves torch's default."""
+    save_every: int = 10
+    """Write a checkpoint every this many iterations (and always at the end)."""
+    eval_every: int = 0
+    """Evaluate the policy every this many iterations (0 disables periodic evaluation)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    eval_deterministic: bool = True
+    """Evaluate without the exploration noise of the last step."""
+    tensorboard: bool = True
+    """Write TensorBoard event files next to the CSV log."""
+    progress: bool = True
+    """Show a progress bar."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """Environment settings."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO settings."""
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    """Diffusion policy settings (algo ncdpo)."""
+    gaussian: GaussianConfig = field(default_factory=GaussianConfig)
+    """Gaussian policy settings (algo ppo)."""
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    """Critic settings."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Introspection: field docstrings, flattening, overrides.
+
+
+@lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass (the string literal following each field)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def flat_fields(cls: type = TrainConfig, prefix: str = "") -> dict[str, tuple[Any, str, Any]]:
+    """Map every leaf field's dotted name to (type, docstring, default)."""
+    out: dict[str, tuple[Any, str, Any]] = {}
+    hints, docs, default = _hints(cls), field_docs(cls), cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(flat_fields(tp, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (tp, docs.get(f.name, ""), getattr(default, f.name))
+    return out
+
+
+def coerce(name: str, tp: Any, value: Any) -> Any:
+    """Convert ``value`` (a string from the CLI, or a JSON/YAML value) to the field's type, or raise."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    try:
+        if origin is Literal:
+            if value not in args:
+                raise ValueError(f"must be one of {', '.join(map(str, args))}")
+            return value
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("must be true or false")
+        if tp is int:
+            if isinstance(value, bool):
+                raise ValueError("must be an integer")
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str):
+                v = float(value.replace("_", ""))  # accept 1e6 and 1_000_000
+                if not v.is_integer():
+                    raise ValueError("must be an integer")
+                return int(v)
+            if isinstance(value, int):
+                return value
+            raise ValueError("must be an integer")
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError("must be a number")
+            v = float(value)
+            if math.isnan(v):
+                raise ValueError("must be a number, not nan")
+            return v
+        if tp is str:
+            if not isinstance(value, str):
+                raise ValueError("must be a string")
+            return value
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            return tuple(coerce(name, args[0], v) for v in value)
+    except (TypeError, ValueError) as e:
+        msg = str(e) if str(e).startswith("must") else f"cannot read {value!r} as {getattr(tp, '__name__', tp)}"
+        raise NcdpoError(f"config {name}: {msg} (got {value!r})") from None
+    raise NcdpoError(f"config {name}: unsupported type {tp}")
+
+
+def _normalise_key(key: str) -> str:
+    return key.replace("-", "_").lstrip("_")
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], source: str = "override") -> TrainConfig:
+    """Return a copy of ``cfg`` with dotted-key ``overrides`` applied (types coerced, unknown keys rejected)."""
+    leaves = flat_fields()
+    cfg = dataclasses.replace(cfg)
+    for sub in ("env", "ppo", "diffusion", "gaussian", "critic"):
+        setattr(cfg, sub, dataclasses.replace(getattr(cfg, sub)))
+    for raw_key, value in overrides.items():
+        key = _normalise_key(raw_key)
+        if key not in leaves:
+            close = [k for k in leaves if k.split(".")[-1] == key.split(".")[-1]]
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise NcdpoError(f"unknown config key '{raw_key}' ({source}){hint}")
+        tp = leaves[key][0]
+        obj = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            obj = getattr(obj, p)
+        setattr(obj, leaf, coerce(key, tp, value))
+    return cfg
+
+
+def flatten_nested(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"ppo": {"gamma": 0.9}}`` -> ``{"ppo.gamma": 0.9}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_nested(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML file of (nested or dotted) config keys."""
+    p = Path(path)
+    if not p.is_file():
+        raise NcdpoError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
+        raise NcdpoError(f"config file {p} cannot be parsed: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise NcdpoError(f"config file {p} must hold a mapping of keys to values")
+    return flatten_nested(data)
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as a nested, JSON-serialisable dict."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Inverse of :func:`to_dict` (unknown keys rejected)."""
+    return apply_overrides(TrainConfig(), flatten_nested(d), source="saved config")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Reject impossible values with a one-line error naming the field."""
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise NcdpoError(f"invalid config: {msg}")
+
+    need(cfg.algo in ALGOS, f"algo must be one of {', '.join(ALGOS)} (got {cfg.algo!r})")
+    need(cfg.total_env_steps > 0, f"total_env_steps must be positive (got {cfg.total_env_steps})")
+    need(cfg.horizon >= 1, f"horizon must be >= 1 (got {cfg.horizon})")
+    need(
+        1 <= cfg.act_steps <= cfg.horizon,
+        f"act_steps must be between 1 and horizon={cfg.horizon} (got {cfg.act_steps})",
+    )
+    need(cfg.env.n_envs >= 1, f"env.n_envs must be >= 1 (got {cfg.env.n_envs})")
+    need(cfg.env.max_episode_steps >= 0, "env.max_episode_steps must be >= 0")
+    need(cfg.save_every >= 1, f"save_every must be >= 1 (got {cfg.save_every})")
+    need(cfg.eval_every >= 0, "eval_every must be >= 0")
+    need(cfg.eval_episodes >= 1, f"eval_episodes must be >= 1 (got {cfg.eval_episodes})")
+    p = cfg.ppo
+    need(p.n_steps >= 1, f"ppo.n_steps must be >= 1 (got {p.n_steps})")
+    need(0.0 <= p.gamma <= 1.0, f"ppo.gamma must be in [0, 1] (got {p.gamma})")
+    need(0.0 <= p.gae_lambda <= 1.0, f"ppo.gae_lambda must be in [0, 1] (got {p.gae_lambda})")
+    need(p.update_epochs >= 1, f"ppo.update_epochs must be >= 1 (got {p.update_epochs})")
+    need(p.minibatch_size >= 1, f"ppo.minibatch_size must be >= 1 (got {p.minibatch_size})")
+    need(p.clip_coef > 0, f"ppo.clip_coef must be positive (got {p.clip_coef})")
+    need(p.actor_lr > 0 and p.critic_lr > 0, "ppo.actor_lr and ppo.critic_lr must be positive")
+    need(p.max_grad_norm > 0, "ppo.max_grad_norm must be positive")
+    need(p.target_kl >= 0, "ppo.target_kl must be >= 0")
+    d = cfg.diffusion
+    need(d.denoising_steps >= 1, f"diffusion.denoising_steps must be >= 1 (got {d.denoising_steps})")
+    need(
+        d.sampler != "ddim" or 1 <= d.ddim_steps <= d.denoising_steps,
+        f"diffusion.ddim_steps must be between 1 and denoising_steps={d.denoising_steps} (got {d.ddim_steps})",
+    )
+    need(0.0 <= d.ddim_eta, "diffusion.ddim_eta must be >= 0")
+    need(d.hidden_dim >= 1 and d.num_blocks >= 0 and d.time_dim >= 2, "diffusion sizes must be positive")
+    need(d.time_dim % 2 == 0, f"diffusion.time_dim must be even (got {d.time_dim})")
+    need(d.sigma_exp_start > 0 and d.sigma_exp_end > 0, "diffusion.sigma_exp_start/end must be positive")
+    need(
+        0 < d.sigma_exp_min <= d.sigma_exp_start <= d.sigma_exp_max,
+        "diffusion.sigma_exp_start must lie in [sigma_exp_min, sigma_exp_max] with sigma_exp_min > 0",
+    )
+    need(d.min_chain_std >= 0 and d.denoised_clip >= 0, "diffusion.min_chain_std/denoised_clip must be >= 0")
+    need(all(h >= 1 for h in cfg.gaussian.hidden_dims), "gaussian.hidden_dims must be positive")
+    need(all(h >= 1 for h in cfg.critic.hidden_dims), "critic.hidden_dims must be positive")
+    return cfg

@@ -1,0 +1,108 @@
+"""Task registry: named tasks with per-task config presets, and construction of (vector) environments.
+
+Any gymnasium env id with a 1-D Box observation space and a Box action space also works, with no preset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from ncdpo.envs.wrappers import ActionChunk
+from ncdpo.errors import NcdpoError
+
+
+@dataclass(frozen=True)
+class Task:
+    """A registered task: how to build one env, and the config values it prefers."""
+
+    id: str
+    description: str
+    make: Callable[..., gym.Env]
+    preset: dict[str, Any] = field(default_factory=dict)
+    """Dotted config overrides applied before the user's own (e.g. ``{"ppo.gamma": 0.99}``)."""
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> None:
+    TASKS[task.id] = task
+
+
+def _gym_maker(env_id: str) -> Callable[..., gym.Env]:
+    def make(**kwargs: Any) -> gym.Env:
+        return gym.make(env_id, **kwargs)
+
+    return make
+
+
+_LOCOMOTION_PRESET = {"env.n_envs": 16, "ppo.gamma": 0.99, "ppo.gae_lambda": 0.95}
+for _id, _desc in [
+    ("Hopper-v5", "MuJoCo Hopper: 11-D obs, 3-D action, terminates on falling, 1000-step limit"),
+    ("Walker2d-v5", "MuJoCo Walker2d: 17-D obs, 6-D action, terminates on falling, 1000-step limit"),
+    ("HalfCheetah-v5", "MuJoCo HalfCheetah: 17-D obs, 6-D action, never terminates, 1000-step limit"),
+]:
+    register(Task(_id, _desc, _gym_maker(_id), dict(_LOCOMOTION_PRESET)))
+
+
+def task_preset(env_id: str) -> dict[str, Any]:
+    """The preset of a registered task, or ``{}`` for a plain gymnasium id."""
+    return dict(TASKS[env_id].preset) if env_id in TASKS else {}
+
+
+def make_env(env_id: str, act_steps: int = 1, max_episode_steps: int = 0) -> gym.Env:
+    """One env: the task, episode statistics on raw rewards, then action chunking."""
+    maker = TASKS[env_id].make if env_id in TASKS else _gym_maker(env_id)
+    kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps > 0 else {}
+    try:
+        env = maker(**kwargs)
+    except gym.error.Error as e:
+        known = ", ".join(sorted(TASKS))
+        raise NcdpoError(f"unknown env id '{env_id}': {e} (registered tasks: {known})") from None
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise NcdpoError(f"env '{env_id}' has a {type(env.action_space).__name__} action space; a Box action space is required")
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        raise NcdpoError(f"env '{env_id}' must have a 1-D Box observation space (got {env.observation_space})")
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    return ActionChunk(env, act_steps)
+
+
+def make_vec_env(env_id: str, n_envs: int, act_steps: int = 1, max_episode_steps: int = 0) -> SyncVectorEnv:
+    """``n_envs`` chunked envs stepped in lock-step; finished envs reset in the same step (final obs in info)."""
+    make_env(env_id, act_steps, max_episode_steps).close()  # fail fast, with a clear message, in this process
+    fns = [lambda: make_env(env_id, act_steps, max_episode_steps) for _ in range(n_envs)]
+    return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def env_dims(envs: SyncVectorEnv) -> tuple[int, int]:
+    """(obs_dim, act_dim) of a vector env made by :func:`make_vec_env`."""
+    return int(np.prod(envs.single_observation_space.shape)), int(envs.single_action_space.shape[-1])
+
+
+def done_values(info: dict, key: str, done: np.ndarray, default: float = 0.0) -> np.ndarray:
+    """Per-env values of ``key`` from the step's info: from ``final_info`` for envs that just finished."""
+    n = done.shape[0]
+    out = np.full(n, default, np.float64)
+    if key in info:
+        m = info[f"_{key}"]
+        out[m] = info[key][m]
+    fin = info.get("final_info", {})
+    if key in fin:
+        m = fin[f"_{key}"] & done
+        out[m] = fin[key][m]
+    return out
+
+
+def episode_stats(info: dict, done: np.ndarray) -> list[tuple[float, int]]:
+    """(return, length) of each episode that ended in this step, from RecordEpisodeStatistics."""
+    ep = info.get("final_info", {}).get("episode")
+    if ep is None:
+        return []
+    idx = np.nonzero(ep["_r"] & done)[0]
+    return [(float(ep["r"][i]), int(ep["l"][i])) for i in idx]

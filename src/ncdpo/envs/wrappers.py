@@ -1,0 +1,42 @@
+"""Environment wrappers: action chunking over normalised actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class ActionChunk(gym.Wrapper):
+    """Execute a chunk of ``act_steps`` normalised actions per step.
+
+    The wrapped env's action space becomes ``Box(-1, 1, (act_steps, act_dim))``. Each action is clipped to
+    [-1, 1] and mapped affinely onto the inner env's bounds, then executed in order; rewards are summed; the
+    chunk stops early when the inner episode terminates or is truncated. ``info["env_steps"]`` is the number
+    of inner env steps actually executed, so budgets count real simulator steps.
+    """
+
+    def __init__(self, env: gym.Env, act_steps: int) -> None:
+        super().__init__(env)
+        box = env.action_space
+        assert isinstance(box, gym.spaces.Box)
+        self.act_steps = act_steps
+        self._low = box.low.astype(np.float64)
+        self._high = box.high.astype(np.float64)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (act_steps, *box.shape), np.float32)
+
+    def to_env_action(self, a: np.ndarray) -> np.ndarray:
+        a = np.clip(np.asarray(a, np.float64), -1.0, 1.0)
+        return (self._low + (a + 1.0) * 0.5 * (self._high - self._low)).astype(self.env.action_space.dtype)
+
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
+        total = 0.0
+        for i in range(self.act_steps):
+            obs, r, terminated, truncated, info = self.env.step(self.to_env_action(action[i]))
+            total += float(r)
+            if terminated or truncated:
+                break
+        info = dict(info)
+        info["env_steps"] = i + 1
+        return obs, total, terminated, truncated, info

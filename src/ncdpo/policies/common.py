@@ -1,0 +1,105 @@
+"""Building blocks shared by the policies: MLPs, activations, running statistics, the critic."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU, "mish": nn.Mish}
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "tanh", out_gain: float = 1.0) -> nn.Sequential:
+    """A plain MLP with orthogonal initialisation (CleanRL/SB3 style)."""
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden]
+    for a, b in zip(dims, dims[1:]):
+        lin = nn.Linear(a, b)
+        nn.init.orthogonal_(lin.weight, gain=np.sqrt(2))
+        nn.init.zeros_(lin.bias)
+        layers += [lin, ACTIVATIONS[activation]()]
+    last = nn.Linear(dims[-1], out_dim)
+    nn.init.orthogonal_(last.weight, gain=out_gain)
+    nn.init.zeros_(last.bias)
+    layers.append(last)
+    return nn.Sequential(*layers)
+
+
+class Critic(nn.Module):
+    """State-value function V(s) on normalised observations."""
+
+    def __init__(self, obs_dim: int, hidden: Sequence[int] = (256, 256), activation: str = "tanh") -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, 1, activation, out_gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)
+
+
+class RunningMeanStd:
+    """Running mean and variance (parallel algorithm of Chan et al.), float64, as in gymnasium/SB3."""
+
+    def __init__(self, shape: tuple[int, ...] = ()) -> None:
+        self.mean = np.zeros(shape, np.float64)
+        self.var = np.ones(shape, np.float64)
+        self.count = 1e-4
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64)
+        b_mean, b_var, b_count = x.mean(axis=0), x.var(axis=0), x.shape[0]
+        delta = b_mean - self.mean
+        tot = self.count + b_count
+        new_mean = self.mean + delta * b_count / tot
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / tot
+        self.mean, self.var, self.count = new_mean, m2 / tot, tot
+
+    def state(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {
+            f"{prefix}.mean": torch.as_tensor(self.mean),
+            f"{prefix}.var": torch.as_tensor(self.var),
+            f"{prefix}.count": torch.tensor([self.count], dtype=torch.float64),
+        }
+
+    def load(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+        mean = tensors[f"{prefix}.mean"].numpy().astype(np.float64)
+        if mean.shape != self.mean.shape:
+            raise ValueError(f"{prefix} has shape {tuple(mean.shape)}, expected {tuple(self.mean.shape)}")
+        self.mean = mean
+        self.var = tensors[f"{prefix}.var"].numpy().astype(np.float64)
+        self.count = float(tensors[f"{prefix}.count"][0])
+
+
+class ObsNormalizer:
+    """Observation normalisation ``clip((o - mean) / sqrt(var + eps))``; identity when disabled."""
+
+    def __init__(self, obs_dim: int, enabled: bool = True, clip: float = 10.0) -> None:
+        self.rms = RunningMeanStd((obs_dim,))
+        self.enabled, self.clip = enabled, clip
+
+    def __call__(self, obs: np.ndarray, update: bool = False) -> np.ndarray:
+        obs = np.asarray(obs, np.float64)
+        if not self.enabled:
+            return obs.astype(np.float32)
+        if update:
+            self.rms.update(obs)
+        out = (obs - self.rms.mean) / np.sqrt(self.rms.var + 1e-8)
+        return np.clip(out, -self.clip, self.clip).astype(np.float32)
+
+
+class RewardScaler:
+    """Divide rewards by the running std of the discounted return (gymnasium's NormalizeReward)."""
+
+    def __init__(self, n_envs: int, gamma: float, enabled: bool = True) -> None:
+        self.rms = RunningMeanStd(())
+        self.ret = np.zeros(n_envs, np.float64)
+        self.gamma, self.enabled = gamma, enabled
+
+    def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        if not self.enabled:
+            return reward.astype(np.float32)
+        self.ret = self.ret * self.gamma + reward
+        self.rms.update(self.ret)
+        self.ret[done] = 0.0
+        return (reward / np.sqrt(self.rms.var + 1e-8)).astype(np.float32)
