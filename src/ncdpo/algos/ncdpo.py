@@ -32,4 +32,4 @@ class NCDPOAgent(Agent):
         self.policy.set_progress(frac)
 
     def policy_std(self) -> float:
-        return float(self.policy.sigma_exp().mean())
+        return float(self.policy.sigma_exp().detach().mean())

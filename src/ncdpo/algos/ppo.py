@@ -24,4 +24,4 @@ class PPOAgent(Agent):
         return self.policy.log_prob(obs, store["action"]), self.policy.entropy()
 
     def policy_std(self) -> float:
-        return float(self.policy.log_std.exp().mean())
+        return float(self.policy.log_std.detach().exp().mean())

@@ -1,0 +1,159 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ncdpo.config import DiffusionConfig
+from ncdpo.policies.diffusion import DiffusionPolicy, cosine_beta_schedule, gaussian_log_prob
+
+
+def make_policy(sampler="ddpm", K=8, horizon=4, act_steps=2, **kw):
+    torch.manual_seed(0)
+    cfg = DiffusionConfig(denoising_steps=K, sampler=sampler, ddim_steps=3, hidden_dim=32, **kw)
+    return DiffusionPolicy(obs_dim=5, act_dim=3, horizon=horizon, act_steps=act_steps, cfg=cfg)
+
+
+def test_cosine_schedule():
+    betas = cosine_beta_schedule(20)
+    assert betas.shape == (20,)
+    assert np.all(betas > 0) and np.all(betas <= 0.999)
+    abar = np.cumprod(1 - betas)
+    assert np.all(np.diff(abar) < 0) and abar[0] > 0.99 and abar[-1] < 0.01
+
+
+@pytest.mark.parametrize("sampler,n_chain", [("ddpm", 8), ("ddim", 3)])
+def test_shapes_bounds_and_chain_length(sampler, n_chain):
+    pol = make_policy(sampler)
+    assert pol.n_chain == n_chain
+    obs = torch.randn(7, 5)
+    a, noise, logp = pol.act(obs)
+    assert a.shape == (7, 2, 3) and noise.shape == (7, n_chain, 4, 3) and logp.shape == (7,)
+    m = pol.chain_mean(obs, noise)
+    assert m.shape == (7, 4, 3)
+    # The last step's mean is the clipped x0 prediction: inside the normalised action bounds.
+    assert m.abs().max() <= 1.0 + 1e-6
+    # Deterministic actions are the mean itself.
+    ad, _, _ = pol.act(obs, deterministic=True)
+    assert ad.abs().max() <= 1.0 + 1e-6
+
+
+def test_ddpm_last_step_std_is_zero_and_timesteps_descend():
+    pol = make_policy("ddpm")
+    assert pol.chain_std[-1] == 0.0
+    assert torch.all(pol.chain_std[:-1] > 0)
+    assert pol.chain_t.tolist() == list(range(7, -1, -1))
+    ddim = make_policy("ddim")
+    assert ddim.chain_t.tolist() == sorted(ddim.chain_t.tolist(), reverse=True) and ddim.chain_t[-1] == 0
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_seed_determinism(sampler):
+    pol = make_policy(sampler)
+    obs = torch.randn(4, 5)
+    g1, g2, g3 = (torch.Generator().manual_seed(s) for s in (1, 1, 2))
+    a1, n1, _ = pol.act(obs, generator=g1)
+    a2, n2, _ = pol.act(obs, generator=g2)
+    a3, _, _ = pol.act(obs, generator=g3)
+    assert torch.equal(a1, a2) and torch.equal(n1, n2)
+    assert not torch.equal(a1, a3)
+
+
+def test_log_prob_matches_torch_normal():
+    pol = make_policy()
+    obs = torch.randn(6, 5)
+    a, noise, logp = pol.act(obs)
+    m = pol.chain_mean(obs, noise)[:, :2]
+    ref = torch.distributions.Normal(m, pol.sigma_exp()).log_prob(a).sum((1, 2))
+    assert torch.allclose(logp, ref, atol=1e-5)
+    assert torch.allclose(pol.log_prob(obs, noise, a), ref, atol=1e-5)
+    assert torch.allclose(gaussian_log_prob(a, m, pol.sigma_exp()), ref, atol=1e-5)
+
+
+def test_recomputed_log_prob_equals_stored_across_batch_splits():
+    """The NCDPO invariant behind ratio == 1: recomputing from (s, xi) gives the stored log-prob."""
+    pol = make_policy()
+    obs = torch.randn(64, 5)
+    a, noise, logp = pol.act(obs)
+    for idx in (torch.arange(64), torch.randperm(64)[:17], torch.tensor([5])):
+        assert torch.allclose(pol.log_prob(obs[idx], noise[idx], a[idx]), logp[idx], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("ckpt", [False, True])
+def test_gradient_reaches_every_denoising_step(sampler, ckpt):
+    pol = make_policy(sampler, grad_checkpoint=ckpt, denoised_clip=0.0)
+    obs = torch.randn(16, 5)
+    a, noise, _ = pol.act(obs)
+    noise.requires_grad_(True)  # so that the chain's first input x_K is a leaf with a gradient too
+    m, latents = pol.chain_mean(obs, noise, return_latents=True)
+    for x in latents[1:]:
+        x.retain_grad()
+    gaussian_log_prob(a, m[:, :2], pol.sigma_exp()).mean().backward()
+    assert len(latents) == pol.n_chain
+    latents[0] = noise
+    for j, x in enumerate(latents):
+        if j == 0:
+            x = noise
+        assert x.grad is not None and x.grad.abs().sum() > 0, f"no gradient at chain step {j}"
+    # Per-step parameter probe: the denoiser's gradient changes when any single step is cut off.
+    full = [p.grad.clone() for p in pol.denoiser.parameters()]
+    for j in range(pol.n_chain):
+        pol.zero_grad()
+        orig = pol._step
+
+        def cut(x, o, jj, _j=j, _orig=orig):
+            out = _orig(x, o, jj)
+            return out.detach() if jj == _j else out
+
+        pol._step = cut
+        try:
+            m2 = pol.chain_mean(obs, noise.detach())
+            if m2.requires_grad:  # cutting the last step leaves nothing to differentiate
+                gaussian_log_prob(a, m2[:, :2], pol.sigma_exp()).mean().backward()
+        finally:
+            del pol._step
+        changed = any(not torch.allclose(g, p.grad if p.grad is not None else torch.zeros_like(g)) for g, p in zip(full, pol.denoiser.parameters()))
+        assert changed, f"denoising step {j} contributes no gradient to the denoiser"
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    grads = []
+    for ckpt in (False, True):
+        pol = make_policy(grad_checkpoint=ckpt)
+        obs = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
+        noise = pol.sample_noise(8, torch.Generator().manual_seed(1))
+        a = torch.zeros(8, 2, 3)
+        pol.log_prob(obs, noise, a).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in pol.denoiser.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_exploration_std_modes():
+    fixed = make_policy(sigma_exp="fixed", sigma_exp_start=0.2)
+    fixed.set_progress(0.9)
+    assert math.isclose(float(fixed.sigma_exp()[0]), 0.2, rel_tol=1e-6)
+    lin = make_policy(sigma_exp="linear", sigma_exp_start=0.4, sigma_exp_end=0.1)
+    lin.set_progress(0.5)
+    assert math.isclose(float(lin.sigma_exp()[0]), 0.25, rel_tol=1e-5)
+    learn = make_policy(sigma_exp="learnable", sigma_exp_start=0.3)
+    assert any(p is learn.log_sigma_exp for p in learn.parameters())
+    obs = torch.randn(4, 5)
+    a, noise, _ = learn.act(obs)
+    learn.log_prob(obs, noise, a).sum().backward()
+    assert learn.log_sigma_exp.grad is not None and learn.log_sigma_exp.grad.abs().sum() > 0
+
+
+def test_bc_loss_decreases_on_a_fixed_target():
+    pol = make_policy(horizon=4, act_steps=2)
+    obs = torch.randn(128, 5)
+    target = torch.tanh(obs[:, :3]).unsqueeze(1).repeat(1, 4, 1) * 0.8
+    opt = torch.optim.Adam(pol.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        loss = pol.bc_loss(obs, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
