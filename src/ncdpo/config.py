@@ -106,6 +106,8 @@ class DiffusionConfig:
     """Activation of the denoiser."""
     denoised_clip: float = 1.0
     """Clip the predicted clean action x0 to [-c, c] in each step (0 disables)."""
+    clip_last_step: bool = True
+    """Also clip x0 in the last step (keeps the mean in bounds; off lets gradients pass where it saturates)."""
     min_chain_std: float = 0.0
     """Floor on the std of the intermediate denoising steps (0 keeps the DDPM posterior std)."""
     sigma_exp: Literal["fixed", "linear", "learnable"] = "fixed"

@@ -144,7 +144,7 @@ class DiffusionPolicy(nn.Module):
         eps = self.denoiser(x, t, obs)
         x0 = self.c_a[j] * x - self.c_b[j] * eps
         clip = self.cfg.denoised_clip
-        if clip > 0:
+        if clip > 0 and (j + 1 < self.n_chain or self.cfg.clip_last_step):
             x0 = x0.clamp(-clip, clip)
         if self.cfg.sampler == "ddim":  # eps consistent with the clipped x0
             eps = (x - x0 / self.c_a[j]) * (self.c_a[j] / self.c_b[j])

@@ -1,0 +1,130 @@
+"""NCDPO vs MLP+PPO from random initialisation at the same env-step budget.
+
+    python benchmarks/from_scratch.py --env Hopper-v5 --steps 300000 --seeds 1 2 3 --jobs 2
+
+Each (algo, seed) run is an ordinary ``ncdpo train`` subprocess writing into
+``benchmarks/results/from_scratch/<env>/<env>__<algo>__s<seed>``. The harness is resumable: a run whose
+final checkpoint exists is not redone, an unfinished one is restarted. When all runs are done it evaluates
+each final checkpoint (10 deterministic episodes), then writes ``summary.csv`` (return per run at fixed
+step counts), ``table.md`` (mean ± std across seeds) and ``curves.png``. The raw ``progress.csv`` of every
+run is kept so anyone can re-plot. ``--summarize`` only rebuilds the summary from existing runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+NCDPO = [sys.executable, "-m", "ncdpo.cli"]
+
+# Settings shared by both algorithms, then each algorithm's own (the defaults of ncdpo train otherwise).
+COMMON = ["--env.n-envs", "16", "--ppo.n-steps", "128", "--ppo.minibatch-size", "256", "--ppo.update-epochs", "10",
+          "--horizon", "1", "--act-steps", "1", "--torch-threads", "1", "--save-every", "1000", "--progress", "false"]
+ALGO_ARGS = {
+    "ppo": ["--ppo.actor-lr", "3e-4"],
+    "ncdpo": ["--ppo.actor-lr", "3e-4", "--diffusion.denoising-steps", "10", "--diffusion.clip-last-step", "false",
+              "--diffusion.sigma-exp-start", "0.3"],
+}
+
+
+def run_one(env: str, algo: str, seed: int, steps: int, out: Path) -> str:
+    name = f"{env}__{algo}__s{seed}"
+    run = out / name
+    if (run / "checkpoints" / "final.safetensors").is_file():
+        return f"{name}: done already"
+    cmd = [*NCDPO, "train", "--algo", algo, "--env", env, "--seed", str(seed), "--total-env-steps", str(steps),
+           "--out-dir", str(out), "--run-name", name, "--overwrite", *COMMON, *ALGO_ARGS[algo]]
+    t0 = time.time()
+    with open(out / f"{name}.log", "w") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if rc != 0:
+        raise SystemExit(f"{name} failed (exit {rc}); see {out / (name + '.log')}")
+    return f"{name}: {time.time() - t0:.0f} s"
+
+
+def evaluate(run: Path, episodes: int = 10) -> float:
+    res = run / "eval.json"
+    if not res.is_file():
+        subprocess.check_call([*NCDPO, "eval", str(run), "--episodes", str(episodes), "--json", str(res)], stdout=subprocess.DEVNULL)
+    return float(json.loads(res.read_text())["return_mean"])
+
+
+def value_at(run: Path, step: int, window: int = 5) -> float:
+    """Mean training-episode return over the last ``window`` logged iterations at or before ``step``."""
+    with open(run / "progress.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["charts/episodic_return"]]
+    pts = [float(r["charts/episodic_return"]) for r in rows if int(r["env_steps"]) <= step]
+    return float(np.mean(pts[-window:])) if pts else float("nan")
+
+
+def summarize(env: str, algos: list[str], seeds: list[int], steps: int, out: Path) -> str:
+    sys.path.insert(0, str(ROOT.parent / "src"))
+    from ncdpo.plotting import plot_runs
+
+    marks = sorted({steps // 6, steps // 3, steps // 2, 2 * steps // 3, steps})
+    rows, table = [], {}
+    for algo in algos:
+        for seed in seeds:
+            run = out / f"{env}__{algo}__s{seed}"
+            if not (run / "checkpoints" / "final.safetensors").is_file():
+                continue
+            with open(run / "progress.csv") as f:
+                last = list(csv.DictReader(f))[-1]
+            vals = [value_at(run, m) for m in marks]
+            ev = evaluate(run)
+            rows.append([algo, seed, *vals, ev, float(last["wall_s"]), int(last["env_steps"])])
+            table.setdefault(algo, []).append([*vals, ev])
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["algo", "seed", *[f"return@{m}" for m in marks], "final_eval_return", "wall_s", "env_steps"])
+        w.writerows(rows)
+    head = "| algo | seeds | " + " | ".join(f"{m // 1000}k" for m in marks) + " | final eval (det.) |"
+    lines = [f"Training-episode return on {env} (mean ± std over seeds; each value averages the last 5 iterations "
+             f"before the mark), and the final policy's deterministic return over 10 episodes.", "", head,
+             "|" + "---|" * (len(marks) + 3)]
+    for algo, vals in table.items():
+        a = np.asarray(vals)
+        cells = [f"{m:.0f} ± {s:.0f}" for m, s in zip(a.mean(0), a.std(0))]
+        lines.append(f"| {algo} | {len(vals)} | " + " | ".join(cells) + " |")
+    if {"ncdpo", "ppo"} <= table.keys():
+        r = np.mean(np.asarray(table["ncdpo"])[:, len(marks) - 1]) / np.mean(np.asarray(table["ppo"])[:, len(marks) - 1])
+        lines += ["", f"NCDPO / MLP+PPO mean training return at {marks[-1] // 1000}k steps: {r:.2f}"]
+    md = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(md)
+    runs = [out / f"{env}__{a}__s{s}" for a in algos for s in seeds if (out / f"{env}__{a}__s{s}" / "progress.csv").is_file()]
+    if runs:
+        plot_runs(runs, out / "curves.png", smooth_window=5, title=f"{env}: from scratch, mean ± std over seeds")
+    return md
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--env", default="Hopper-v5")
+    ap.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    ap.add_argument("--steps", type=int, default=300_000)
+    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
+    ap.add_argument("--out", default=str(ROOT / "results" / "from_scratch"))
+    ap.add_argument("--summarize", action="store_true", help="only rebuild the summary from finished runs")
+    args = ap.parse_args()
+    out = Path(args.out) / args.env
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.summarize:
+        jobs = [(a, s) for s in args.seeds for a in args.algos]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for msg in pool.map(lambda j: run_one(args.env, j[0], j[1], args.steps, out), jobs):
+                print(msg, flush=True)
+    print(summarize(args.env, args.algos, args.seeds, args.steps, out))
+
+
+if __name__ == "__main__":
+    main()
