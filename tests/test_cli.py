@@ -131,6 +131,16 @@ def test_checkpoint_from_another_architecture_is_a_one_line_error(tmp_path, tiny
     one_line_error(capsys, tiny_args(name="wide", extra=[*init, "--diffusion.hidden-dim", "64"]), "does not fit this policy", "shape")
     one_line_error(capsys, tiny_args(name="w2d", extra=[*init, "--env", "Walker2d-v5"]), "obs/act dims")
     one_line_error(capsys, tiny_args("ppo", name="ppo", extra=init), "holds a 'ncdpo' policy")
+    full = (tmp_path / "small" / "checkpoints" / "final.safetensors").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(full[: len(full) // 2])
+    one_line_error(capsys, ["eval", str(cut)], "corrupt")
+
+
+def test_tasks_lists_the_locomotion_presets(capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert all(t in out for t in ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"))
 
 
 def test_existing_run_folder_is_not_overwritten(tmp_path, tiny_args, capsys):

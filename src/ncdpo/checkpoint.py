@@ -104,11 +104,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     p = resolve_checkpoint(path)
     try:
         data = p.read_bytes()
-        tensors = st_load(data)
-        from safetensors import safe_open  # header (metadata) access
-
-        with safe_open(str(p), framework="pt") as f:
-            header = f.metadata() or {}
+        tensors = st_load(data)  # validates the whole file
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise NcdpoError(f"checkpoint {p} is corrupt or not a safetensors file ({str(e).splitlines()[0]})") from None
     if header.get("format") != FORMAT:
