@@ -29,10 +29,15 @@ NCDPO = [sys.executable, "-m", "ncdpo.cli"]
 # Settings shared by both algorithms, then each algorithm's own (the defaults of ncdpo train otherwise).
 COMMON = ["--env.n-envs", "16", "--ppo.n-steps", "128", "--ppo.minibatch-size", "256", "--ppo.update-epochs", "10",
           "--horizon", "1", "--act-steps", "1", "--torch-threads", "1", "--save-every", "1000", "--progress", "false"]
-ALGO_ARGS = {
-    "ppo": ["--ppo.actor-lr", "3e-4"],
-    "ncdpo": ["--ppo.actor-lr", "3e-4", "--diffusion.denoising-steps", "10", "--diffusion.clip-last-step", "false",
-              "--diffusion.sigma-exp-start", "0.3"],
+# Variants: label -> (algo, its own options). "ncdpo" explores like MLP+PPO (a learnable, state-independent
+# std starting at 1.0, in the normalised action space); "ncdpo-sigma0.3" is the first setting we ran (fixed
+# std 0.3), kept for the record.
+VARIANTS = {
+    "ppo": ("ppo", ["--ppo.actor-lr", "3e-4"]),
+    "ncdpo": ("ncdpo", ["--ppo.actor-lr", "3e-4", "--diffusion.denoising-steps", "10", "--diffusion.clip-last-step", "false",
+                        "--diffusion.sigma-exp", "learnable", "--diffusion.sigma-exp-start", "1.0"]),
+    "ncdpo-sigma0.3": ("ncdpo", ["--ppo.actor-lr", "3e-4", "--diffusion.denoising-steps", "10",
+                                 "--diffusion.clip-last-step", "false", "--diffusion.sigma-exp-start", "0.3"]),
 }
 
 
@@ -41,8 +46,9 @@ def run_one(env: str, algo: str, seed: int, steps: int, out: Path) -> str:
     run = out / name
     if (run / "checkpoints" / "final.safetensors").is_file():
         return f"{name}: done already"
-    cmd = [*NCDPO, "train", "--algo", algo, "--env", env, "--seed", str(seed), "--total-env-steps", str(steps),
-           "--out-dir", str(out), "--run-name", name, "--overwrite", *COMMON, *ALGO_ARGS[algo]]
+    algo_name, algo_args = VARIANTS[algo]
+    cmd = [*NCDPO, "train", "--algo", algo_name, "--env", env, "--seed", str(seed), "--total-env-steps", str(steps),
+           "--out-dir", str(out), "--run-name", name, "--overwrite", *COMMON, *algo_args]
     t0 = time.time()
     with open(out / f"{name}.log", "w") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -109,7 +115,7 @@ def summarize(env: str, algos: list[str], seeds: list[int], steps: int, out: Pat
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="Hopper-v5")
-    ap.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"])
+    ap.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], choices=sorted(VARIANTS), help="variants to run")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--steps", type=int, default=300_000)
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")

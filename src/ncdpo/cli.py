@@ -1,4 +1,4 @@
-"""Command-line interface: ``ncdpo train | eval | plot | tasks``.
+"""Command-line interface: ``ncdpo train | pretrain | collect | eval | plot | tasks``.
 
 Every :class:`~ncdpo.config.TrainConfig` field is a ``train`` option (``--ppo.clip-coef 0.1``); ``--env``
 and ``--algo`` are the common short forms. User mistakes print one line, ``ncdpo: error: ...``, and exit 2;
@@ -55,6 +55,25 @@ def build_parser() -> _Parser:
     tr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     _add_config_options(tr)
 
+    pt = sub.add_parser("pretrain", help="behaviour-clone a diffusion policy on a dataset")
+    pt.add_argument("--config", metavar="FILE", help="JSON/YAML file of config values (nested or dotted keys)")
+    pt.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    pt.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+    _add_config_options(pt)
+    pt.add_argument("--dataset", dest="pretrain.dataset", default=argparse.SUPPRESS, metavar="FILE", help="short for --pretrain.dataset")
+
+    co = sub.add_parser("collect", help="roll out a saved policy into a dataset file")
+    co.add_argument("path", metavar="RUN_OR_CHECKPOINT")
+    co.add_argument("--out", required=True, metavar="FILE", help="dataset file to write (.hdf5)")
+    co.add_argument("--episodes", type=int, default=0, help="number of complete episodes")
+    co.add_argument("--transitions", type=int, default=0, help="number of env steps (instead of --episodes)")
+    co.add_argument("--action-noise", type=float, default=0.0, help="std of extra Gaussian noise on the normalised action (default: 0)")
+    co.add_argument("--deterministic", action="store_true", help="no exploration noise of the policy itself (default: sampled)")
+    co.add_argument("--seed", type=int, default=0, help="seed of the envs and noise (default: 0)")
+    co.add_argument("--n-envs", type=int, default=8, help="envs stepped side by side (default: 8)")
+    co.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    co.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+
     ev = sub.add_parser("eval", help="evaluate a run folder or checkpoint")
     ev.add_argument("path", metavar="RUN_OR_CHECKPOINT")
     ev.add_argument("--episodes", type=int, default=10, help="number of episodes (default: 10)")
@@ -78,8 +97,41 @@ def build_parser() -> _Parser:
     return parser
 
 
-def resolve_train_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> TrainConfig:
-    """Defaults, then the task preset, then ``--config``, then command-line options; validated."""
+# Fields a run started with ``--init CHECKPOINT`` takes from the checkpoint (the policy's architecture, its
+# task and its observation normalisation) unless the config file or the command line sets them.
+INHERITED_FIELDS = (
+    "algo", "env.id", "horizon", "act_steps", "env.norm_obs", "env.clip_obs",
+    "diffusion.denoising_steps", "diffusion.sampler", "diffusion.ddim_steps", "diffusion.ddim_eta",
+    "diffusion.hidden_dim", "diffusion.num_blocks", "diffusion.time_dim", "diffusion.activation",
+    "diffusion.denoised_clip", "diffusion.clip_last_step",
+    "gaussian.hidden_dims", "gaussian.activation", "critic.hidden_dims", "critic.activation",
+)
+
+
+def init_values(path: str) -> dict[str, Any]:
+    """Config values inherited from an ``--init`` checkpoint (empty without one).
+
+    A behaviour-cloned checkpoint also freezes the observation statistics (they are the dataset's), so
+    ``env.update_obs_norm`` defaults to false when fine-tuning it.
+    """
+    if not path:
+        return {}
+    from ncdpo.checkpoint import load_checkpoint
+    from ncdpo.config import to_dict, flatten_nested
+
+    ck = load_checkpoint(path)
+    flat = flatten_nested(to_dict(ck.config))
+    out = {k: flat[k] for k in INHERITED_FIELDS}
+    if ck.meta.get("kind") == "pretrain":
+        out["env.update_obs_norm"] = False
+    return out
+
+
+def resolve_train_config(
+    args: argparse.Namespace, extra: Sequence[str] = (), command: str = "train", default_env: str | None = None
+) -> TrainConfig:
+    """Defaults, the task preset, an ``--init`` checkpoint's architecture, ``--config``, then the command line."""
+    default_env = default_env or TrainConfig().env.id
     from ncdpo.envs.registry import task_preset
 
     if extra:
@@ -87,11 +139,14 @@ def resolve_train_config(args: argparse.Namespace, extra: Sequence[str] = ()) ->
         opts = [_option(k) for k in flat_fields()]
         close = difflib.get_close_matches(unknown.split("=")[0], opts, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
-        raise NcdpoError(f"unknown option {unknown} for ncdpo train{hint}")
+        raise NcdpoError(f"unknown option {unknown} for ncdpo {command}{hint}")
     cli = {k: v for k, v in vars(args).items() if "." in k or k in flat_fields()}
     file_values = load_config_file(args.config) if args.config else {}
-    env_id = cli.get("env.id", file_values.get("env.id", TrainConfig().env.id))
+    inherited = init_values(str(cli.get("init", file_values.get("init", ""))))
+    env_id = cli.get("env.id", file_values.get("env.id", inherited.get("env.id", default_env)))
     cfg = apply_overrides(TrainConfig(), task_preset(str(env_id)), source="task preset")
+    cfg = apply_overrides(cfg, inherited, source="--init checkpoint")
+    cfg = apply_overrides(cfg, {"env.id": env_id}, source="env")
     cfg = apply_overrides(cfg, file_values, source=f"config file {args.config}")
     cfg = apply_overrides(cfg, cli, source="command line")
     return validate(cfg)
@@ -107,6 +162,44 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return 0
     run_dir = train(cfg)
     print(f"run finished: {run_dir} (checkpoint {run_dir / 'checkpoints' / 'final.safetensors'})")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from ncdpo.config import to_dict
+    from ncdpo.data.dataset import load_dataset
+    from ncdpo.data.pretrain import pretrain
+
+    file_values = load_config_file(args.config) if args.config else {}
+    ds_path = vars(args).get("pretrain.dataset", file_values.get("pretrain.dataset", ""))
+    default_env = load_dataset(ds_path).env_id or None if ds_path else None
+    cfg = resolve_train_config(args, extra, command="pretrain", default_env=default_env)
+    if args.print_config:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    pretrain(cfg)
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ncdpo.data.collect import collect
+
+    out = Path(args.out)
+    if out.suffix not in (".hdf5", ".h5"):
+        raise NcdpoError(f"--out must end in .hdf5 or .h5 (got {out.name})")
+    if out.exists() and not args.overwrite:
+        raise NcdpoError(f"{out} already exists; pass --overwrite to replace it")
+    if args.n_envs < 1:
+        raise NcdpoError(f"--n-envs must be >= 1 (got {args.n_envs})")
+    if args.episodes < 0 or args.transitions < 0:
+        raise NcdpoError("--episodes and --transitions must be >= 0")
+    ds = collect(args.path, args.episodes, args.transitions, args.action_noise, args.deterministic, args.seed, args.n_envs)
+    ds.save(out)
+    st = ds.stats()
+    print(f"wrote {out}: {ds.env_id}, {st['episodes']} episodes, {st['transitions']} transitions, "
+          f"return {st['return_mean']:.1f} ± {st['return_std']:.1f} (min {st['return_min']:.1f}, max {st['return_max']:.1f})")
     return 0
 
 
@@ -158,10 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        if extra and args.command != "train":
+        if extra and args.command not in ("train", "pretrain"):
             raise NcdpoError(f"unknown argument {extra[0]} for ncdpo {args.command} (see ncdpo {args.command} --help)")
         if args.command == "train":
             return cmd_train(args, extra)
+        if args.command == "pretrain":
+            return cmd_pretrain(args, extra)
+        if args.command == "collect":
+            return cmd_collect(args)
         if args.command == "eval":
             return cmd_eval(args)
         if args.command == "plot":

@@ -82,6 +82,8 @@ class PPOConfig:
     """Anneal both learning rates linearly to zero over the run."""
     norm_adv: bool = True
     """Normalise advantages per minibatch."""
+    critic_warmup_iters: int = 0
+    """Iterations at the start that update only the critic (useful when fine-tuning with a fresh critic)."""
 
 
 @dataclass
@@ -147,6 +149,30 @@ class CriticConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Behaviour cloning of the diffusion policy on a dataset (``ncdpo pretrain``)."""
+
+    dataset: str = ""
+    """Dataset file (.hdf5 in ncdpo/robomimic layout, .npz of flat arrays) or ``minari:DATASET_ID``."""
+    steps: int = 20_000
+    """Gradient steps."""
+    batch_size: int = 256
+    """Action chunks per gradient step."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW), after a linear warm-up, then cosine decay to ``lr_min``."""
+    lr_min: float = 1e-5
+    """Final learning rate of the cosine schedule."""
+    warmup_steps: int = 500
+    """Linear learning-rate warm-up steps."""
+    weight_decay: float = 1e-6
+    """AdamW weight decay."""
+    ema_decay: float = 0.995
+    """Decay of the exponential moving average of the weights; the EMA weights are saved and evaluated."""
+    log_every: int = 500
+    """Log the loss every this many steps."""
+
+
+@dataclass
 class TrainConfig:
     """A complete training run."""
 
@@ -173,9 +199,12 @@ class TrainConfig:
     torch_threads: int = 0
     """Threads for torch on CPU; 0 leaves torch's default."""
     save_every: int = 10
-    """Write a checkpoint every this many iterations (and always at the end)."""
+    """Write a checkpoint every this many iterations (and always at the end); for pretrain, every this many
+    evaluations."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept (older ones are deleted); 0 keeps them all."""
     eval_every: int = 0
-    """Evaluate the policy every this many iterations (0 disables periodic evaluation)."""
+    """Evaluate the policy every this many iterations, or pretrain gradient steps (0 disables periodic evaluation)."""
     eval_episodes: int = 10
     """Episodes per evaluation."""
     eval_deterministic: bool = True
@@ -194,6 +223,8 @@ class TrainConfig:
     """Gaussian policy settings (algo ppo)."""
     critic: CriticConfig = field(default_factory=CriticConfig)
     """Critic settings."""
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    """Behaviour-cloning settings (``ncdpo pretrain`` only)."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -380,6 +411,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(p.actor_lr > 0 and p.critic_lr > 0, "ppo.actor_lr and ppo.critic_lr must be positive")
     need(p.max_grad_norm > 0, "ppo.max_grad_norm must be positive")
     need(p.target_kl >= 0, "ppo.target_kl must be >= 0")
+    need(p.critic_warmup_iters >= 0, "ppo.critic_warmup_iters must be >= 0")
+    need(cfg.keep_checkpoints >= 0, "keep_checkpoints must be >= 0")
+    b = cfg.pretrain
+    need(b.steps >= 1 and b.batch_size >= 1, "pretrain.steps and pretrain.batch_size must be >= 1")
+    need(b.lr > 0 and 0 <= b.lr_min <= b.lr, "pretrain.lr must be positive and pretrain.lr_min in [0, lr]")
+    need(b.warmup_steps >= 0 and b.weight_decay >= 0 and b.log_every >= 1, "pretrain.warmup_steps/weight_decay must be >= 0, log_every >= 1")
+    need(0.0 <= b.ema_decay < 1.0, f"pretrain.ema_decay must be in [0, 1) (got {b.ema_decay})")
     d = cfg.diffusion
     need(d.denoising_steps >= 1, f"diffusion.denoising_steps must be >= 1 (got {d.denoising_steps})")
     need(

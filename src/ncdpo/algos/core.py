@@ -30,9 +30,6 @@ from ncdpo.errors import NcdpoError
 from ncdpo.logger import Logger
 from ncdpo.policies.common import ObsNormalizer, RewardScaler
 
-KEEP_CHECKPOINTS = 3
-
-
 # ----------------------------------------------------------------------------------------------------
 # Pieces of PPO
 
@@ -112,8 +109,14 @@ class RolloutBuffer:
             self.store[k][t] = v
 
 
-def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, buf: RolloutBuffer, adv: torch.Tensor, returns: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
-    """``update_epochs`` passes of clipped PPO over shuffled minibatches of the flattened rollout."""
+def ppo_update(
+    agent: Agent, optimizer: torch.optim.Optimizer, buf: RolloutBuffer, adv: torch.Tensor, returns: torch.Tensor,
+    cfg: TrainConfig, train_actor: bool = True,
+) -> dict[str, float]:
+    """``update_epochs`` passes of clipped PPO over shuffled minibatches of the flattened rollout.
+
+    With ``train_actor=False`` (critic warm-up) only the value loss is optimised.
+    """
     p = cfg.ppo
     B = buf.T * buf.N
     flat = lambda x: x.reshape(B, *x.shape[2:])  # noqa: E731
@@ -127,6 +130,14 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, buf: RolloutBuffe
         perm = torch.randperm(B, device=b_obs.device)
         for start in range(0, B, p.minibatch_size):
             idx = perm[start : start + p.minibatch_size]
+            if not train_actor:
+                v_loss = value_loss(agent.value(b_obs[idx]), b_val[idx], b_ret[idx], p.clip_coef if p.clip_vloss else None)
+                optimizer.zero_grad(set_to_none=True)
+                (p.vf_coef * v_loss).backward()
+                stats["grad_norm"].append(float(nn.utils.clip_grad_norm_(params, p.max_grad_norm)))
+                optimizer.step()
+                stats["value_loss"].append(float(v_loss.detach()))
+                continue
             new_logp, entropy = agent.evaluate(b_obs[idx], {k: v[idx] for k, v in b_store.items()})
             mb_adv = b_adv[idx]
             if p.norm_adv and len(idx) > 1:
@@ -263,9 +274,13 @@ class Trainer:
                 f"--init checkpoint {ck.path} was made for obs/act dims ({ck.obs_dim}, {ck.act_dim}) "
                 f"but {self.cfg.env.id} has ({self.obs_dim}, {self.act_dim})"
             )
-        load_module_state(self.agent.policy, ck.prefixed("agent.policy"), f"checkpoint {ck.path}")
+        policy_state = ck.prefixed("agent.policy")
+        own = self.agent.policy.state_dict()
+        if "log_sigma_exp" in own and "log_sigma_exp" in policy_state:  # the exploration std comes from this config
+            policy_state["log_sigma_exp"] = own["log_sigma_exp"]
+        load_module_state(self.agent.policy, policy_state, f"checkpoint {ck.path}")
         critic = ck.prefixed("agent.critic")
-        if critic:
+        if critic and ck.meta.get("critic_trained", True):
             load_module_state(self.agent.critic, critic, f"checkpoint {ck.path} (critic)")
         if any(k.startswith("obs_rms.") for k in ck.tensors):
             self.obs_norm.rms.load(ck.tensors, "obs_rms")
@@ -281,8 +296,9 @@ class Trainer:
              "iteration": self.iteration, "env_steps": self.env_steps},
         )
         periodic = sorted((self.run_dir / "checkpoints").glob("iter_*.safetensors"))
-        for old in periodic[:-KEEP_CHECKPOINTS]:
-            old.unlink()
+        if self.cfg.keep_checkpoints > 0:
+            for old in periodic[: -self.cfg.keep_checkpoints]:
+                old.unlink()
         return path
 
     def _prepare_run_dir(self) -> None:
@@ -346,7 +362,7 @@ class Trainer:
             # ---- update
             t0 = time.perf_counter()
             adv, returns = compute_gae(buf.rewards, buf.values, buf.dones, last_value, p.gamma, p.gae_lambda)
-            metrics = ppo_update(self.agent, self.optimizer, buf, adv, returns, cfg)
+            metrics = ppo_update(self.agent, self.optimizer, buf, adv, returns, cfg, train_actor=self.iteration > p.critic_warmup_iters)
             t_update = time.perf_counter() - t0
             for k, v in metrics.items():
                 if k.startswith("losses/") and isinstance(v, float) and math.isinf(v):

@@ -106,3 +106,13 @@ def episode_stats(info: dict, done: np.ndarray) -> list[tuple[float, int]]:
         return []
     idx = np.nonzero(ep["_r"] & done)[0]
     return [(float(ep["r"][i]), int(ep["l"][i])) for i in idx]
+
+
+def action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (low, high) action bounds of ``env_id``'s raw action space."""
+    env = make_env(env_id)
+    try:
+        inner = env.env.action_space  # below the chunking wrapper
+        return inner.low.astype(np.float32), inner.high.astype(np.float32)
+    finally:
+        env.close()

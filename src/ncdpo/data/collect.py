@@ -1,0 +1,113 @@
+"""Roll out a saved policy into a dataset (``ncdpo collect``).
+
+Envs are plain gymnasium envs stepped side by side with one batched policy call per decision. Each env
+executes its own action chunk step by step and records every env step, so the dataset holds single-step
+transitions whatever the policy's ``act_steps``; a chunk is abandoned when its episode ends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ncdpo.data.dataset import Dataset, Episode
+from ncdpo.errors import NcdpoError
+
+
+@torch.no_grad()
+def collect(
+    checkpoint: str | Path,
+    episodes: int = 0,
+    transitions: int = 0,
+    action_noise: float = 0.0,
+    deterministic: bool = False,
+    seed: int = 0,
+    n_envs: int = 8,
+    device: str = "cpu",
+) -> Dataset:
+    """Collect ``episodes`` complete episodes, or ``transitions`` env steps, from a saved policy.
+
+    ``action_noise`` is the std of extra Gaussian noise added to the executed action in the normalised
+    [-1, 1] space (then clipped). With ``transitions`` the last episode of each env may be cut
+    (``truncated=True``).
+    """
+    from ncdpo.algos.core import load_agent
+    from ncdpo.envs.registry import make_env
+
+    if (episodes > 0) == (transitions > 0):
+        raise NcdpoError("give exactly one of --episodes N or --transitions N (a positive number)")
+    if action_noise < 0:
+        raise NcdpoError(f"--action-noise must be >= 0 (got {action_noise})")
+    agent, obs_norm, ck = load_agent(checkpoint, device)
+    cfg = ck.config
+    n_envs = max(1, min(n_envs, episodes) if episodes else n_envs)
+    envs = [make_env(cfg.env.id, 1, cfg.env.max_episode_steps) for _ in range(n_envs)]
+    to_env = envs[0].to_env_action
+    low, high = envs[0]._low.astype(np.float32), envs[0]._high.astype(np.float32)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
+    bufs: list[dict[str, list[Any]]] = [{"obs": [], "act": [], "rew": []} for _ in envs]
+    done_eps: list[Episode] = []
+    total = 0
+    started = n_envs  # episodes begun so far
+
+    def finish(i: int, terminated: bool, truncated: bool) -> None:
+        b = bufs[i]
+        T = len(b["act"])
+        if T:
+            dones = np.zeros(T, bool)
+            dones[-1] = terminated
+            done_eps.append(Episode(np.array(b["obs"], np.float32), np.array(b["act"], np.float32),
+                                    np.array(b["rew"], np.float32), dones, truncated and not terminated))
+        bufs[i] = {"obs": [], "act": [], "rew": []}
+
+    active = np.ones(n_envs, bool)
+    while active.any():
+        idx = np.nonzero(active)[0]
+        out = agent.act(torch.as_tensor(obs_norm(obs[idx]), device=agent_device(agent)), deterministic)
+        chunks = out.action.cpu().numpy()
+        for j, i in enumerate(idx):
+            for a in chunks[j]:
+                if action_noise > 0:
+                    a = a + rng.normal(0.0, action_noise, a.shape)
+                env_a = to_env(a)
+                o2, r, term, trunc, _ = envs[i].env.step(env_a)  # below the chunking wrapper: one env step
+                b = bufs[i]
+                b["obs"].append(obs[i].copy())
+                b["act"].append(np.clip(env_a, low, high))
+                b["rew"].append(float(r))
+                obs[i] = o2
+                total += 1
+                if transitions and total >= transitions:
+                    finish(i, bool(term), True)
+                    active[:] = False
+                    break
+                if term or trunc:
+                    finish(i, bool(term), bool(trunc))
+                    if episodes and started >= episodes:
+                        active[i] = False
+                    else:
+                        started += 1
+                        obs[i] = envs[i].reset(seed=seed + started)[0]
+                    break
+            if not active.any():
+                break
+    if transitions:  # cut the episodes still running
+        for i in range(n_envs):
+            finish(i, False, True)
+    for e in envs:
+        e.close()
+    if not done_eps:
+        raise NcdpoError("collection produced no transitions")
+    lo = low
+    meta = {"source_checkpoint": str(ck.path), "source_algo": cfg.algo, "source_env_steps": ck.meta.get("env_steps"),
+            "action_noise": action_noise, "deterministic": deterministic, "seed": seed}
+    return Dataset(done_eps, cfg.env.id, lo, high, meta)
+
+
+def agent_device(agent: torch.nn.Module) -> torch.device:
+    return next(agent.parameters()).device

@@ -1,0 +1,332 @@
+"""Demonstration datasets: one on-disk format, three readers, validation on load.
+
+The format is HDF5 laid out like robomimic's::
+
+    data/                      attrs: env_id, obs_dim, act_dim, action_low, action_high, total, meta (JSON)
+    data/demo_0/obs            (T, obs_dim) float32   observation before each action
+    data/demo_0/actions        (T, act_dim) float32   executed action, in the env's units
+    data/demo_0/rewards        (T,)         float32
+    data/demo_0/dones          (T,)         bool      true on the step where the env *terminated*
+                               attrs: num_samples, truncated (episode cut by a time limit or by collection)
+
+:func:`load_dataset` also reads a plain ``.npz`` of flat arrays (D4RL names: ``observations``, ``actions``,
+``rewards``, ``terminals``, optional ``timeouts`` and ``env_id``) and, where ``minari`` is installed, a
+local Minari dataset given as ``minari:DATASET_ID``. Every problem (missing keys, wrong shapes, NaNs, an
+action dimension that does not fit the env) is a one-line :class:`~ncdpo.errors.NcdpoError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ncdpo.errors import NcdpoError
+
+FORMAT = "ncdpo-dataset"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Episode:
+    """One episode (or the part of it that was recorded)."""
+
+    obs: np.ndarray
+    """(T, obs_dim) observation before each action."""
+    actions: np.ndarray
+    """(T, act_dim) executed actions in the env's units."""
+    rewards: np.ndarray
+    """(T,) rewards."""
+    dones: np.ndarray
+    """(T,) true where the env terminated (never set on a time-limit truncation)."""
+    truncated: bool = False
+    """The episode was cut (time limit or end of collection) rather than terminated."""
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @property
+    def ret(self) -> float:
+        return float(self.rewards.sum())
+
+
+@dataclass
+class Dataset:
+    """A list of episodes for one env, with the env's action bounds."""
+
+    episodes: list[Episode]
+    env_id: str
+    action_low: np.ndarray
+    action_high: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.episodes[0].obs.shape[1])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.episodes[0].actions.shape[1])
+
+    @property
+    def n_transitions(self) -> int:
+        return sum(len(e) for e in self.episodes)
+
+    def stats(self) -> dict[str, float]:
+        """Return statistics over episodes (all recorded episodes, complete or cut)."""
+        r = np.array([e.ret for e in self.episodes])
+        lengths = np.array([len(e) for e in self.episodes])
+        return {
+            "episodes": len(self.episodes),
+            "transitions": int(lengths.sum()),
+            "return_mean": float(r.mean()),
+            "return_std": float(r.std()),
+            "return_min": float(r.min()),
+            "return_max": float(r.max()),
+            "length_mean": float(lengths.mean()),
+        }
+
+    def normalize_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Env units -> [-1, 1] (the diffusion policy's space)."""
+        lo, hi = self.action_low, self.action_high
+        return np.clip(2.0 * (actions - lo) / (hi - lo) - 1.0, -1.0, 1.0).astype(np.float32)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the HDF5 file atomically (temporary file in the same folder, then rename)."""
+        import h5py
+
+        validate_dataset(self)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            with h5py.File(tmp, "w") as f:
+                g = f.create_group("data")
+                g.attrs.update(
+                    format=FORMAT, format_version=FORMAT_VERSION, env_id=self.env_id, obs_dim=self.obs_dim,
+                    act_dim=self.act_dim, action_low=self.action_low, action_high=self.action_high,
+                    total=self.n_transitions, meta=json.dumps(self.meta),
+                )
+                for i, e in enumerate(self.episodes):
+                    d = g.create_group(f"demo_{i}")
+                    opts = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+                    d.create_dataset("obs", data=e.obs.astype(np.float32), **opts)
+                    d.create_dataset("actions", data=e.actions.astype(np.float32), **opts)
+                    d.create_dataset("rewards", data=e.rewards.astype(np.float32), **opts)
+                    d.create_dataset("dones", data=e.dones.astype(bool), **opts)
+                    d.attrs.update(num_samples=len(e), truncated=bool(e.truncated))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def validate_dataset(ds: Dataset) -> Dataset:
+    """Check shapes, dtypes and finiteness; raise a one-line error naming the first problem."""
+    src = ds.source
+    if not ds.episodes:
+        raise NcdpoError(f"dataset {src} has no episodes")
+    obs_dim, act_dim = None, None
+    for i, e in enumerate(ds.episodes):
+        where = f"dataset {src}, episode {i}"
+        if e.obs.ndim != 2 or e.actions.ndim != 2:
+            raise NcdpoError(f"{where}: obs and actions must be 2-D (T, dim); got shapes {e.obs.shape} and {e.actions.shape}")
+        T = len(e.actions)
+        if T == 0:
+            raise NcdpoError(f"{where} is empty")
+        if e.obs.shape[0] != T or e.rewards.shape != (T,) or e.dones.shape != (T,):
+            raise NcdpoError(
+                f"{where}: lengths disagree (obs {e.obs.shape}, actions {e.actions.shape}, rewards {e.rewards.shape}, dones {e.dones.shape})"
+            )
+        obs_dim = obs_dim or e.obs.shape[1]
+        act_dim = act_dim or e.actions.shape[1]
+        if e.obs.shape[1] != obs_dim or e.actions.shape[1] != act_dim:
+            raise NcdpoError(f"{where}: obs/action dims ({e.obs.shape[1]}, {e.actions.shape[1]}) differ from episode 0's ({obs_dim}, {act_dim})")
+        for name in ("obs", "actions", "rewards"):
+            if not np.all(np.isfinite(getattr(e, name))):
+                raise NcdpoError(f"{where}: '{name}' contains NaN or inf")
+        if e.dones[:-1].any():
+            raise NcdpoError(f"{where}: 'dones' is set before the last step (episodes must end where they terminate)")
+    if ds.action_low.shape != (act_dim,) or ds.action_high.shape != (act_dim,):
+        raise NcdpoError(f"dataset {src}: action bounds have shape {ds.action_low.shape}, expected ({act_dim},)")
+    if not np.all(ds.action_high > ds.action_low):
+        raise NcdpoError(f"dataset {src}: action_high must exceed action_low")
+    return ds
+
+
+def check_fits_env(ds: Dataset, env_id: str, obs_dim: int, act_dim: int) -> None:
+    """Raise if the dataset's dimensions do not fit the env."""
+    if ds.act_dim != act_dim:
+        raise NcdpoError(f"dataset {ds.source} has action dimension {ds.act_dim} but {env_id} has {act_dim}")
+    if ds.obs_dim != obs_dim:
+        raise NcdpoError(f"dataset {ds.source} has observation dimension {ds.obs_dim} but {env_id} has {obs_dim}")
+
+
+# ---------------------------------------------------------------------------------------------- readers
+def _bounds_for(env_id: str, act_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The env's action bounds (made from the env), or [-1, 1] if it cannot be made."""
+    try:
+        from ncdpo.envs.registry import action_bounds
+
+        lo, hi = action_bounds(env_id)
+        if lo.shape == (act_dim,):
+            return lo, hi
+    except NcdpoError:
+        pass
+    return -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
+
+
+def _load_hdf5(path: Path) -> Dataset:
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise NcdpoError(f"dataset {path} is not a readable HDF5 file (truncated or corrupt?): {str(e).splitlines()[0]}") from None
+    with f:
+        if "data" not in f:
+            raise NcdpoError(f"dataset {path} has no 'data' group (expected robomimic-style data/demo_<i>/...)")
+        g = f["data"]
+        names = sorted((k for k in g.keys() if k.startswith("demo_")), key=lambda k: int(k.split("_")[1]))
+        episodes = []
+        try:
+            for k in names:
+                d = g[k]
+                missing = [x for x in ("obs", "actions", "rewards", "dones") if x not in d]
+                if missing:
+                    raise NcdpoError(f"dataset {path}: {k} lacks '{missing[0]}'")
+                episodes.append(Episode(
+                    np.asarray(d["obs"][()], np.float32), np.asarray(d["actions"][()], np.float32),
+                    np.asarray(d["rewards"][()], np.float32).reshape(-1), np.asarray(d["dones"][()]).astype(bool).reshape(-1),
+                    bool(d.attrs.get("truncated", False)),
+                ))
+            env_id = str(g.attrs.get("env_id", ""))
+            meta = json.loads(g.attrs.get("meta", "{}"))
+            lo = np.asarray(g.attrs["action_low"], np.float32) if "action_low" in g.attrs else None
+            hi = np.asarray(g.attrs["action_high"], np.float32) if "action_high" in g.attrs else None
+        except (OSError, KeyError, ValueError) as e:
+            raise NcdpoError(f"dataset {path} is damaged ({str(e).splitlines()[0]})") from None
+    if not episodes:
+        raise NcdpoError(f"dataset {path} has no data/demo_<i> episodes")
+    if lo is None or hi is None:
+        lo, hi = _bounds_for(env_id, episodes[0].actions.shape[-1])
+    return Dataset(episodes, env_id, lo, hi, meta, str(path))
+
+
+def _split_flat(obs, actions, rewards, terminals, timeouts) -> list[Episode]:
+    ends = np.nonzero(terminals | timeouts)[0]
+    starts = np.concatenate([[0], ends + 1])
+    stops = np.concatenate([ends + 1, [len(actions)]])
+    eps = []
+    for a, b in zip(starts, stops):
+        if b <= a:
+            continue
+        term = terminals[a:b].copy()
+        eps.append(Episode(obs[a:b], actions[a:b], rewards[a:b], term, not bool(term[-1])))
+    return eps
+
+
+def _load_npz(path: Path) -> Dataset:
+    try:
+        z = np.load(path, allow_pickle=False)
+        arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise NcdpoError(f"dataset {path} is not a readable .npz file ({str(e).splitlines()[0]})") from None
+
+    def pick(*names: str, required: bool = True) -> np.ndarray | None:
+        for n in names:
+            if n in arrays:
+                return arrays[n]
+        if required:
+            raise NcdpoError(f"dataset {path} lacks array '{names[0]}' (has: {', '.join(sorted(arrays))})")
+        return None
+
+    obs = np.asarray(pick("observations", "obs"), np.float32)
+    actions = np.asarray(pick("actions"), np.float32)
+    rewards = np.asarray(pick("rewards"), np.float32)
+    n = len(actions)
+    if obs.ndim != 2 or actions.ndim != 2 or len(obs) != n or rewards.reshape(-1).shape != (n,):
+        raise NcdpoError(f"dataset {path}: flat arrays disagree (observations {obs.shape}, actions {actions.shape}, rewards {rewards.shape})")
+    terminals = pick("terminals", "dones", required=False)
+    timeouts = pick("timeouts", required=False)
+    terminals = np.zeros(n, bool) if terminals is None else np.asarray(terminals).astype(bool).reshape(-1)
+    timeouts = np.zeros(n, bool) if timeouts is None else np.asarray(timeouts).astype(bool).reshape(-1)
+    if terminals.shape != (n,) or timeouts.shape != (n,):
+        raise NcdpoError(f"dataset {path}: terminals/timeouts must have length {n}")
+    env_id = str(arrays["env_id"]) if "env_id" in arrays else ""
+    lo, hi = _bounds_for(env_id, actions.shape[1])
+    return Dataset(_split_flat(obs, actions, rewards.reshape(-1), terminals, timeouts), env_id, lo, hi, {}, str(path))
+
+
+def _load_minari(dataset_id: str) -> Dataset:
+    try:
+        import minari
+    except ImportError:
+        raise NcdpoError("reading a Minari dataset needs the 'minari' package (pip install 'minari[hdf5]')") from None
+    try:
+        md = minari.load_dataset(dataset_id)
+    except Exception as e:  # minari raises several types for a missing local dataset
+        raise NcdpoError(f"Minari dataset '{dataset_id}' cannot be loaded locally ({str(e).splitlines()[0]})") from None
+    episodes = []
+    for ep in md.iterate_episodes():
+        obs = np.asarray(ep.observations, np.float32)
+        if obs.ndim != 2:
+            raise NcdpoError(f"Minari dataset '{dataset_id}' has non-flat observations (shape {obs.shape}); only Box observations are supported")
+        T = len(ep.actions)
+        term = np.asarray(ep.terminations, bool).reshape(-1)
+        trunc = np.asarray(ep.truncations, bool).reshape(-1)
+        episodes.append(Episode(obs[:T], np.asarray(ep.actions, np.float32), np.asarray(ep.rewards, np.float32).reshape(-1), term, bool(trunc[-1]) if T else False))
+    space = md.action_space
+    env_id = ""
+    try:
+        env_id = md.spec.env_spec.id if md.spec.env_spec is not None else ""
+    except AttributeError:
+        pass
+    lo = np.asarray(getattr(space, "low", -np.ones(episodes[0].actions.shape[1])), np.float32)
+    hi = np.asarray(getattr(space, "high", np.ones(episodes[0].actions.shape[1])), np.float32)
+    return Dataset(episodes, env_id, lo, hi, {"minari_id": dataset_id}, f"minari:{dataset_id}")
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Read and validate a dataset: ``.hdf5``/``.h5`` (ncdpo/robomimic layout), ``.npz``, or ``minari:ID``."""
+    s = str(path)
+    if s.startswith("minari:"):
+        return validate_dataset(_load_minari(s[len("minari:"):]))
+    p = Path(s)
+    if not p.is_file():
+        raise NcdpoError(f"dataset not found: {p}")
+    if p.suffix == ".npz":
+        ds = _load_npz(p)
+    elif p.suffix in (".hdf5", ".h5"):
+        ds = _load_hdf5(p)
+    else:
+        raise NcdpoError(f"dataset {p}: unknown file type '{p.suffix}' (expected .hdf5, .h5, .npz or minari:ID)")
+    return validate_dataset(ds)
+
+
+# ---------------------------------------------------------------------------------------------- chunking
+def make_chunks(ds: Dataset, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Behaviour-cloning pairs ``(obs_t, a_{t:t+horizon})`` with actions normalised to [-1, 1].
+
+    Chunks never cross an episode boundary: near the end of an episode the chunk is padded by repeating the
+    episode's last action (as Diffusion Policy does). Returns ``(obs (N, obs_dim), chunks (N, horizon, act_dim))``.
+    """
+    if horizon < 1:
+        raise NcdpoError(f"horizon must be >= 1 (got {horizon})")
+    all_obs, all_chunks = [], []
+    for e in ds.episodes:
+        a = ds.normalize_actions(e.actions)
+        T = len(a)
+        idx = np.minimum(np.arange(T)[:, None] + np.arange(horizon)[None, :], T - 1)
+        all_obs.append(e.obs.astype(np.float32))
+        all_chunks.append(a[idx])
+    return np.concatenate(all_obs), np.concatenate(all_chunks)
