@@ -207,3 +207,43 @@ def test_collect_pretrain_then_finetune_from_the_checkpoint(tmp_path, tiny_args,
         torch.testing.assert_close(tr.agent.policy.chain_mean(obs, noise), bc_agent.policy.chain_mean(obs, noise), rtol=0, atol=0)
     tr.run()
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["init"] == str(ck)
+
+
+def test_critic_warmup_leaves_the_policy_untouched(tmp_path, tiny_args):
+    cfg = resolve_train_config(*build_parser().parse_known_args(tiny_args("ncdpo", steps=128, extra=["--ppo.critic-warmup-iters", "1"])))
+    tr = Trainer(cfg)
+    before = {k: v.clone() for k, v in tr.agent.state_dict().items()}
+    tr.run()
+    after = tr.agent.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("policy."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("critic."))
+
+
+def test_shipped_names_resolve_or_fail_clearly(tmp_path, monkeypatch):
+    import ncdpo.shipped as shipped
+
+    monkeypatch.setattr(shipped, "ASSETS", tmp_path)
+    (tmp_path / "Hopper-v5").mkdir()
+    small_dataset().save(tmp_path / "Hopper-v5" / "medium.hdf5")
+    (tmp_path / "Hopper-v5" / "medium_bc.safetensors").write_bytes(b"x")
+    assert load_dataset("shipped:Hopper-v5").n_transitions == 15
+    assert shipped.resolve("shipped:Hopper-v5", "checkpoint").name == "medium_bc.safetensors"
+    assert shipped.available() == ["Hopper-v5"]
+    with pytest.raises(NcdpoError, match="no shipped checkpoint for 'Ant-v5' \\(shipped: Hopper-v5\\)"):
+        shipped.resolve("shipped:Ant-v5", "checkpoint")
+    assert str(shipped.resolve("runs/x", "checkpoint")) == "runs/x"
+
+
+@pytest.mark.parametrize("task", ["Hopper-v5"])
+def test_shipped_assets_load_and_act(task, capsys):
+    import ncdpo.shipped as shipped
+
+    assert task in shipped.available()
+    ds = load_dataset(f"shipped:{task}")
+    summary = json.loads((shipped.ASSETS / task / "summary.json").read_text())
+    assert ds.env_id == task and ds.n_transitions == summary["datasets"]["medium"]["transitions"]
+    assert abs(ds.stats()["return_mean"] - summary["datasets"]["medium"]["return_mean"]) < 1e-3
+    agent, _, ck = load_agent(f"shipped:{task}")
+    assert ck.meta["kind"] == "pretrain" and ck.config.env.id == task and ck.obs_dim == ds.obs_dim
+    assert main(["eval", f"shipped:{task}", "--episodes", "1"]) == 0
+    assert task in capsys.readouterr().out

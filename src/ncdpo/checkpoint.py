@@ -84,8 +84,10 @@ def save_checkpoint(
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder (its final checkpoint, else its newest periodic one)."""
-    p = Path(path)
+    """A checkpoint file, a run folder (its final checkpoint, else its newest periodic one), or ``shipped:TASK``."""
+    from ncdpo.shipped import resolve
+
+    p = resolve(path, "checkpoint")
     if p.is_dir():
         ck = p / "checkpoints"
         if (ck / "final.safetensors").is_file():

@@ -235,10 +235,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_tasks() -> int:
     from ncdpo.envs.registry import TASKS
+    from ncdpo.shipped import available
 
     for t in TASKS.values():
         preset = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in t.preset.items())
         print(f"{t.id:16s} {t.description}\n{'':16s} preset: {preset or '(none)'}")
+        if t.id in available():
+            print(f"{'':16s} shipped: shipped:{t.id} (behaviour-cloned diffusion policy; medium dataset)")
     return 0
 
 

@@ -297,8 +297,10 @@ def _load_minari(dataset_id: str) -> Dataset:
 
 
 def load_dataset(path: str | Path) -> Dataset:
-    """Read and validate a dataset: ``.hdf5``/``.h5`` (ncdpo/robomimic layout), ``.npz``, or ``minari:ID``."""
-    s = str(path)
+    """Read and validate a dataset: ``.hdf5``/``.h5`` (ncdpo/robomimic layout), ``.npz``, ``minari:ID`` or ``shipped:TASK``."""
+    from ncdpo.shipped import resolve
+
+    s = str(resolve(path, "dataset"))
     if s.startswith("minari:"):
         return validate_dataset(_load_minari(s[len("minari:"):]))
     p = Path(s)
