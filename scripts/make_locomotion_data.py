@@ -83,7 +83,9 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
                 "--seed", str(a.seed)])
     if not (work / "medium_expert.hdf5").is_file():
         m, e = load_dataset(work / "medium.hdf5"), load_dataset(work / "expert.hdf5")
-        Dataset(m.episodes + e.episodes, task, m.action_low, m.action_high, {"parts": ["medium", "expert"]}).save(work / "medium_expert.hdf5")
+        cut = m.meta.get("cut_episodes", []) + [len(m.episodes) + i for i in e.meta.get("cut_episodes", [])]
+        Dataset(m.episodes + e.episodes, task, m.action_low, m.action_high,
+                {"parts": ["medium", "expert"], "cut_episodes": cut}).save(work / "medium_expert.hdf5")
 
     bc_run = work / "medium_bc"
     if not (bc_run / "checkpoints" / "final.safetensors").is_file():
@@ -121,7 +123,7 @@ def main() -> None:
         s = make_task(task, a)
         d = s["datasets"]["medium"]
         print(f"{task}: expert {s['expert_return']:.0f}, medium policy {s['medium_return']:.0f}, medium dataset "
-              f"{d['return_mean']:.0f} ± {d['return_std']:.0f} ({d['transitions']} transitions), BC {s['bc_return']:.0f}", flush=True)
+              f"{d['complete_return_mean']:.0f} ± {d['complete_return_std']:.0f} over complete episodes ({d['transitions']} transitions), BC {s['bc_return']:.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -199,7 +199,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     ds.save(out)
     st = ds.stats()
     print(f"wrote {out}: {ds.env_id}, {st['episodes']} episodes, {st['transitions']} transitions, "
-          f"return {st['return_mean']:.1f} ± {st['return_std']:.1f} (min {st['return_min']:.1f}, max {st['return_max']:.1f})")
+          f"return {st['return_mean']:.1f} ± {st['return_std']:.1f} (min {st['return_min']:.1f}, max {st['return_max']:.1f}); "
+          f"{st['complete_episodes']} complete episodes: {st['complete_return_mean']:.1f} ± {st['complete_return_std']:.1f}")
     return 0
 
 

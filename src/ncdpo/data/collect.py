@@ -55,8 +55,12 @@ def collect(
     total = 0
     started = n_envs  # episodes begun so far
 
-    def finish(i: int, terminated: bool, truncated: bool) -> None:
+    cut: list[int] = []
+
+    def finish(i: int, terminated: bool, truncated: bool, collection_cut: bool = False) -> None:
         b = bufs[i]
+        if collection_cut and not terminated and b["act"]:
+            cut.append(len(done_eps))
         T = len(b["act"])
         if T:
             dones = np.zeros(T, bool)
@@ -83,7 +87,7 @@ def collect(
                 obs[i] = o2
                 total += 1
                 if transitions and total >= transitions:
-                    finish(i, bool(term), True)
+                    finish(i, bool(term), True, collection_cut=not trunc)
                     active[:] = False
                     break
                 if term or trunc:
@@ -98,14 +102,14 @@ def collect(
                 break
     if transitions:  # cut the episodes still running
         for i in range(n_envs):
-            finish(i, False, True)
+            finish(i, False, True, collection_cut=True)
     for e in envs:
         e.close()
     if not done_eps:
         raise NcdpoError("collection produced no transitions")
     lo = low
     meta = {"source_checkpoint": str(ck.path), "source_algo": cfg.algo, "source_env_steps": ck.meta.get("env_steps"),
-            "action_noise": action_noise, "deterministic": deterministic, "seed": seed}
+            "action_noise": action_noise, "deterministic": deterministic, "seed": seed, "cut_episodes": cut}
     return Dataset(done_eps, cfg.env.id, lo, high, meta)
 
 

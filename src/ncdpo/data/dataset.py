@@ -79,10 +79,16 @@ class Dataset:
         return sum(len(e) for e in self.episodes)
 
     def stats(self) -> dict[str, float]:
-        """Return statistics over episodes (all recorded episodes, complete or cut)."""
+        """Return statistics over all recorded episodes, and over complete ones (``meta["cut_episodes"]`` lists
+        the indices of episodes that collection stopped before they ended)."""
         r = np.array([e.ret for e in self.episodes])
         lengths = np.array([len(e) for e in self.episodes])
+        cut = set(self.meta.get("cut_episodes", []))
+        whole = np.array([e.ret for i, e in enumerate(self.episodes) if i not in cut])
         return {
+            "complete_episodes": len(whole),
+            "complete_return_mean": float(whole.mean()) if len(whole) else float("nan"),
+            "complete_return_std": float(whole.std()) if len(whole) else float("nan"),
             "episodes": len(self.episodes),
             "transitions": int(lengths.sum()),
             "return_mean": float(r.mean()),
