@@ -233,6 +233,23 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def prepare_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
+    """Create the run folder (an existing, non-empty one only with ``overwrite``) and write ``config.json``."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not cfg.overwrite:
+            raise NcdpoError(f"run folder {run_dir} already exists; pass --overwrite or choose --run-name")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "config.json", json.dumps(to_dict(cfg), indent=2).encode())
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` periodic checkpoints (``keep`` 0 keeps them all)."""
+    if keep > 0:
+        for old in sorted((run_dir / "checkpoints").glob("iter_*.safetensors"))[:-keep]:
+            old.unlink()
+
+
 def run_dir_for(cfg: TrainConfig) -> Path:
     name = cfg.run_name or f"{cfg.env.id}__{cfg.algo}__s{cfg.seed}"
     return Path(cfg.out_dir) / name
@@ -295,23 +312,12 @@ class Trainer:
             {"algo": self.cfg.algo, "env_id": self.cfg.env.id, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
              "iteration": self.iteration, "env_steps": self.env_steps},
         )
-        periodic = sorted((self.run_dir / "checkpoints").glob("iter_*.safetensors"))
-        if self.cfg.keep_checkpoints > 0:
-            for old in periodic[: -self.cfg.keep_checkpoints]:
-                old.unlink()
+        prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
         return path
-
-    def _prepare_run_dir(self) -> None:
-        if self.run_dir.exists() and any(self.run_dir.iterdir()):
-            if not self.cfg.overwrite:
-                raise NcdpoError(f"run folder {self.run_dir} already exists; pass --overwrite or choose --run-name")
-            shutil.rmtree(self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.run_dir / "config.json", json.dumps(to_dict(self.cfg), indent=2).encode())
 
     def run(self) -> Path:
         cfg, p, dev = self.cfg, self.cfg.ppo, self.device
-        self._prepare_run_dir()
+        prepare_run_dir(self.run_dir, cfg)
         logger = Logger(self.run_dir, cfg.tensorboard)
         buf = RolloutBuffer(p.n_steps, cfg.env.n_envs, self.obs_dim, dev)
         bar = None

@@ -10,9 +10,7 @@ the config), so ``ncdpo eval`` and ``ncdpo collect`` read it and ``ncdpo train -
 from __future__ import annotations
 
 import copy
-import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -20,9 +18,9 @@ import numpy as np
 import torch
 
 from ncdpo.algos import make_agent
-from ncdpo.algos.core import evaluate, resolve_device, seed_everything
-from ncdpo.checkpoint import atomic_write_bytes, save_checkpoint
-from ncdpo.config import TrainConfig, to_dict, validate
+from ncdpo.algos.core import evaluate, prepare_run_dir, prune_checkpoints, resolve_device, seed_everything
+from ncdpo.checkpoint import save_checkpoint
+from ncdpo.config import TrainConfig, validate
 from ncdpo.data.dataset import check_fits_env, load_dataset, make_chunks
 from ncdpo.envs.registry import make_env
 from ncdpo.errors import NcdpoError
@@ -63,12 +61,7 @@ def pretrain(cfg: TrainConfig) -> Path:
     check_fits_env(ds, cfg.env.id, obs_dim, act_dim)
 
     run_dir = pretrain_run_dir(cfg)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not cfg.overwrite:
-            raise NcdpoError(f"run folder {run_dir} already exists; pass --overwrite or choose --run-name")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "config.json", json.dumps(to_dict(cfg), indent=2).encode())
+    prepare_run_dir(run_dir, cfg)
 
     # Data: observation statistics from the dataset (they travel in the checkpoint), chunks in [-1, 1].
     obs_norm = ObsNormalizer(obs_dim, cfg.env.norm_obs, cfg.env.clip_obs)
@@ -144,10 +137,7 @@ def pretrain(cfg: TrainConfig) -> Path:
             losses = []
             if do_eval and n_evals % cfg.save_every == 0 and not is_last:
                 save(f"iter_{done:06d}", done, ev)
-                periodic = sorted((run_dir / "checkpoints").glob("iter_*.safetensors"))
-                if cfg.keep_checkpoints > 0:
-                    for old in periodic[: -cfg.keep_checkpoints]:
-                        old.unlink()
+                prune_checkpoints(run_dir, cfg.keep_checkpoints)
             if bar is not None:
                 post = {"loss": f"{row['losses/bc_loss']:.4f}"}
                 if ev:
