@@ -43,6 +43,7 @@ def collect(
         raise NcdpoError(f"--action-noise must be >= 0 (got {action_noise})")
     agent, obs_norm, ck = load_agent(checkpoint, device)
     cfg = ck.config
+    dev = next(agent.parameters()).device
     n_envs = max(1, min(n_envs, episodes) if episodes else n_envs)
     envs = [make_env(cfg.env.id, 1, cfg.env.max_episode_steps) for _ in range(n_envs)]
     to_env = envs[0].to_env_action
@@ -72,7 +73,7 @@ def collect(
     active = np.ones(n_envs, bool)
     while active.any():
         idx = np.nonzero(active)[0]
-        out = agent.act(torch.as_tensor(obs_norm(obs[idx]), device=agent_device(agent)), deterministic)
+        out = agent.act(torch.as_tensor(obs_norm(obs[idx]), device=dev), deterministic)
         chunks = out.action.cpu().numpy()
         for j, i in enumerate(idx):
             for a in chunks[j]:
@@ -107,11 +108,6 @@ def collect(
         e.close()
     if not done_eps:
         raise NcdpoError("collection produced no transitions")
-    lo = low
     meta = {"source_checkpoint": str(ck.path), "source_algo": cfg.algo, "source_env_steps": ck.meta.get("env_steps"),
             "action_noise": action_noise, "deterministic": deterministic, "seed": seed, "cut_episodes": cut}
-    return Dataset(done_eps, cfg.env.id, lo, high, meta)
-
-
-def agent_device(agent: torch.nn.Module) -> torch.device:
-    return next(agent.parameters()).device
+    return Dataset(done_eps, cfg.env.id, low, high, meta)
