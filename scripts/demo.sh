@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 CK=${CK:-shipped:Hopper-v5}
-STEPS=${STEPS:-200000}
+STEPS=${STEPS:-1000000}
 EPISODES=${EPISODES:-20}
 mkdir -p runs
 start=$(date +%s)

@@ -166,3 +166,41 @@ def test_every_config_field_has_a_docstring():
 
     missing = [k for k, (_, doc, _) in flat_fields().items() if not doc]
     assert not missing, missing
+
+
+def test_noise_conditioned_critic_sees_the_rollout_chain_mean(tmp_path, tiny_args):
+    """critic.condition_on_mean: V(s, m_old(s, xi)) from the stored mean; the PPO invariants still hold."""
+    import ncdpo.algos.core as core
+
+    argv = tiny_args("ncdpo", steps=384, name="cond", extra=["--critic.condition-on-mean", "true"])
+    cfg = cfg_from(argv)
+    tr = Trainer(cfg)
+    assert tr.agent.critic.net[0].in_features == 11 + cfg.act_steps * 3
+    seen = {}
+    orig = core.ppo_update
+
+    def spy(agent, opt, buf, adv, returns, cfg, train_actor=True):
+        if not seen:
+            obs, store = buf.obs[0], {k: v[0] for k, v in buf.store.items()}
+            with torch.no_grad():
+                m = agent.policy.chain_mean(obs, store["noise"])[:, : cfg.act_steps]
+                seen["mean"] = float((store["mean"] - m).abs().max())
+                seen["value"] = float((agent.value(obs, store) - buf.values[0]).abs().max())
+                # the value depends on the chain mean, not only on the observation
+                shifted = {**store, "mean": store["mean"] + 0.5}
+                seen["depends"] = float((agent.value(obs, shifted) - buf.values[0]).abs().max())
+        return orig(agent, opt, buf, adv, returns, cfg, train_actor)
+
+    core.ppo_update = spy
+    try:
+        tr.run()
+    finally:
+        core.ppo_update = orig
+    assert seen["mean"] < 1e-6 and seen["value"] < 1e-6 and seen["depends"] > 1e-4
+    for row in rows(tmp_path / "cond"):
+        assert float(row["losses/first_minibatch_ratio_dev"]) < 1e-5
+    # fine-tuning from that checkpoint inherits the conditioned critic and loads it
+    cfg2 = cfg_from(["train", "--init", str(tmp_path / "cond"), "--total-env-steps", "64", "--env.n-envs", "2",
+                     "--ppo.n-steps", "8", "--out-dir", str(tmp_path), "--run-name", "ft", "--progress", "false"])
+    assert cfg2.critic.condition_on_mean is True
+    Trainer(cfg2)

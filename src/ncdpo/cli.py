@@ -104,7 +104,7 @@ INHERITED_FIELDS = (
     "diffusion.denoising_steps", "diffusion.sampler", "diffusion.ddim_steps", "diffusion.ddim_eta",
     "diffusion.hidden_dim", "diffusion.num_blocks", "diffusion.time_dim", "diffusion.activation",
     "diffusion.denoised_clip", "diffusion.clip_last_step",
-    "gaussian.hidden_dims", "gaussian.activation", "critic.hidden_dims", "critic.activation",
+    "gaussian.hidden_dims", "gaussian.activation", "critic.hidden_dims", "critic.activation", "critic.condition_on_mean",
 )
 
 

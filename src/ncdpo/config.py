@@ -146,6 +146,12 @@ class CriticConfig:
     """Hidden layer sizes."""
     activation: Literal["tanh", "relu", "silu", "mish"] = "tanh"
     """Activation."""
+    condition_on_mean: bool = False
+    """NCDPO only: the critic also sees ``m_theta_old(s, xi)``, the chain's mean of the executed actions
+    computed at rollout time, i.e. it is the value of the noise-augmented state (s, xi). It stays an
+    unbiased baseline (xi is drawn before the last step's exploration noise) and it takes out of the
+    advantage the spread of actions caused by the chain noise, which V(s) leaves in (choice; helps
+    fine-tuning a behaviour-cloned policy whose chain spread is much larger than ``sigma_exp``)."""
 
 
 @dataclass

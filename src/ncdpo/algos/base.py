@@ -32,11 +32,13 @@ class Agent(nn.Module):
     """Actor (algorithm-specific) plus critic V(s) (shared)."""
 
     algo: str = ""
+    critic_extra_dim: int = 0
+    """Width of the features :meth:`critic_features` appends to the observation (0: the critic is V(s))."""
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: TrainConfig) -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.act_steps = obs_dim, act_dim, cfg.act_steps
-        self.critic = Critic(obs_dim, cfg.critic.hidden_dims, cfg.critic.activation)
+        self.critic = Critic(obs_dim + self.critic_extra_dim, cfg.critic.hidden_dims, cfg.critic.activation)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
         """Sample (or take the mean of) the executed action chunk for normalised observations."""
@@ -46,8 +48,15 @@ class Agent(nn.Module):
         """``(log pi_theta(stored action), entropy)`` with gradients, for the PPO update."""
         raise NotImplementedError
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(obs)
+    def critic_features(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The critic's input for observations and what :meth:`act` stored for them."""
+        return obs
+
+    def value(self, obs: torch.Tensor, store: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Critic value of the decisions ``act`` took (``store``); without a store the agent acts first."""
+        if self.critic_extra_dim and store is None:
+            store = self.act(obs).store
+        return self.critic(self.critic_features(obs, store or {}))
 
     def actor_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.named_parameters() if not n.startswith("critic.")]

@@ -131,14 +131,16 @@ def ppo_update(
         for start in range(0, B, p.minibatch_size):
             idx = perm[start : start + p.minibatch_size]
             if not train_actor:
-                v_loss = value_loss(agent.value(b_obs[idx]), b_val[idx], b_ret[idx], p.clip_coef if p.clip_vloss else None)
+                mb_store = {k: v[idx] for k, v in b_store.items()}
+                v_loss = value_loss(agent.value(b_obs[idx], mb_store), b_val[idx], b_ret[idx], p.clip_coef if p.clip_vloss else None)
                 optimizer.zero_grad(set_to_none=True)
                 (p.vf_coef * v_loss).backward()
                 stats["grad_norm"].append(float(nn.utils.clip_grad_norm_(params, p.max_grad_norm)))
                 optimizer.step()
                 stats["value_loss"].append(float(v_loss.detach()))
                 continue
-            new_logp, entropy = agent.evaluate(b_obs[idx], {k: v[idx] for k, v in b_store.items()})
+            mb_store = {k: v[idx] for k, v in b_store.items()}
+            new_logp, entropy = agent.evaluate(b_obs[idx], mb_store)
             mb_adv = b_adv[idx]
             if p.norm_adv and len(idx) > 1:
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
@@ -148,7 +150,7 @@ def ppo_update(
             if p.target_kl > 0 and float(pl.approx_kl) > 1.5 * p.target_kl:
                 stop = True
                 break
-            v_loss = value_loss(agent.value(b_obs[idx]), b_val[idx], b_ret[idx], p.clip_coef if p.clip_vloss else None)
+            v_loss = value_loss(agent.value(b_obs[idx], mb_store), b_val[idx], b_ret[idx], p.clip_coef if p.clip_vloss else None)
             loss = pl.loss - p.ent_coef * entropy + p.vf_coef * v_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -344,7 +346,7 @@ class Trainer:
                 obs_t = torch.as_tensor(obs, device=dev)
                 with torch.no_grad():
                     out = self.agent.act(obs_t)
-                    value = self.agent.value(obs_t)
+                    value = self.agent.value(obs_t, out.store)
                 raw_obs, reward, term, trunc, info = self.envs.step(out.action.cpu().numpy())
                 done = term | trunc
                 it_steps += int(done_values(info, "env_steps", done).sum())

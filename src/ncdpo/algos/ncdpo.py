@@ -18,12 +18,22 @@ class NCDPOAgent(Agent):
     algo = "ncdpo"
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: TrainConfig) -> None:
+        if cfg.critic.condition_on_mean:  # the critic sees the executed part of m_theta_old(s, xi)
+            self.critic_extra_dim = cfg.act_steps * act_dim
         super().__init__(obs_dim, act_dim, cfg)
         self.policy = DiffusionPolicy(obs_dim, act_dim, cfg.horizon, cfg.act_steps, cfg.diffusion)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-        action, noise, log_prob = self.policy.act(obs, deterministic)
-        return ActOutput(action, log_prob, {"noise": noise, "action": action})
+        action, noise, log_prob, mean = self.policy.act(obs, deterministic, return_mean=True)
+        store = {"noise": noise, "action": action}
+        if self.critic_extra_dim:
+            store["mean"] = mean
+        return ActOutput(action, log_prob, store)
+
+    def critic_features(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not self.critic_extra_dim:
+            return obs
+        return torch.cat([obs, store["mean"].flatten(1)], dim=-1)
 
     def evaluate(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.policy.log_prob(obs, store["noise"], store["action"]), self.policy.entropy()

@@ -28,7 +28,7 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "tan
 
 
 class Critic(nn.Module):
-    """State-value function V(s) on normalised observations."""
+    """Value function on normalised observations (plus any extra features the agent appends)."""
 
     def __init__(self, obs_dim: int, hidden: Sequence[int] = (256, 256), activation: str = "tanh") -> None:
         super().__init__()

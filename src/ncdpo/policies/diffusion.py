@@ -194,9 +194,11 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample executed actions. Returns ``(action (B, act_steps, A), noise xi, log-prob (B,))``."""
+        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None,
+        return_mean: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        """Sample executed actions. Returns ``(action (B, act_steps, A), noise xi, log-prob (B,))``, plus the
+        chain mean ``m_theta(s, xi)`` of the executed actions if ``return_mean``."""
         noise = self.sample_noise(obs.shape[0], generator)
         m = self.chain_mean(obs, noise)[:, : self.act_steps]
         if deterministic:
@@ -204,7 +206,8 @@ class DiffusionPolicy(nn.Module):
         else:
             z = torch.randn(m.shape, generator=generator, device=m.device)
             a = m + self.sigma_exp() * z
-        return a, noise, gaussian_log_prob(a, m, self.sigma_exp())
+        out = (a, noise, gaussian_log_prob(a, m, self.sigma_exp()))
+        return (*out, m) if return_mean else out
 
     # ---------------------------------------------------------------- behaviour cloning
     def bc_loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
