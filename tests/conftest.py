@@ -17,7 +17,7 @@ def tiny_args(tmp_path):
             "--env.n-envs", "2", "--ppo.n-steps", "64", "--ppo.minibatch-size", "32", "--ppo.update-epochs", "2",
             "--diffusion.denoising-steps", "4", "--diffusion.hidden-dim", "32", "--critic.hidden-dims", "32", "32",
             "--gaussian.hidden-dims", "16", "--out-dir", str(tmp_path), "--run-name", name, "--progress", "false",
-            "--tensorboard", "false", "--seed", "3", *extra,
+            "--tensorboard", "false", "--seed", "3", *(["--dppo.ft-denoising-steps", "2"] if algo == "dppo" else []), *extra,
         ]
 
     return make

@@ -45,7 +45,7 @@ def test_smoke_train_eval_plot_through_the_console_script(tmp_path, tiny_args):
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("algo", ["ncdpo", "ppo"])
+@pytest.mark.parametrize("algo", ["ncdpo", "ppo", "dppo"])
 def test_ratio_is_one_on_the_first_minibatch_of_every_update(tmp_path, tiny_args, algo):
     assert main(tiny_args(algo, steps=640, name=algo)) == 0
     data = rows(tmp_path / algo)
@@ -67,7 +67,7 @@ def test_training_is_reproducible_from_the_seed(tmp_path, tiny_args):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.parametrize("algo", ["ncdpo", "ppo"])
+@pytest.mark.parametrize("algo", ["ncdpo", "ppo", "dppo"])
 def test_checkpoint_round_trip_gives_identical_actions(tmp_path, tiny_args, algo):
     trainer = Trainer(cfg_from(tiny_args(algo, steps=256, name="rt")))
     trainer.run()
@@ -116,6 +116,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, tiny_args, capsys):
     one_line_error(capsys, tiny_args(extra=["--horizon", "2", "--act-steps", "4"]), "act_steps")
     one_line_error(capsys, tiny_args(extra=["--diffusion.sampler", "euler"]), "diffusion.sampler", "ddpm")
     one_line_error(capsys, tiny_args(extra=["--env.n-envs", "0"]), "env.n_envs")
+    one_line_error(capsys, tiny_args("dppo", extra=["--dppo.ft-denoising-steps", "5"]), "dppo.ft_denoising_steps", "chain length 4")
     cfg_file = tmp_path / "c.json"
     cfg_file.write_text(json.dumps({"ppo": {"not_a_key": 1}}))
     one_line_error(capsys, tiny_args(extra=["--config", str(cfg_file)]), "unknown config key 'ppo.not_a_key'")

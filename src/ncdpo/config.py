@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from ncdpo.errors import NcdpoError
 
-ALGOS = ("ncdpo", "ppo")
+ALGOS = ("ncdpo", "ppo", "dppo")
 
 
 @dataclass
@@ -127,6 +127,27 @@ class DiffusionConfig:
 
 
 @dataclass
+class DPPOConfig:
+    """The DPPO baseline (Ren et al. 2025; METHOD.md section 3): PPO over the denoising steps of the chain."""
+
+    ft_denoising_steps: int = 10
+    """K', the last denoising steps that are fine-tuned; the earlier ones run the frozen pre-trained denoiser
+    (at most the chain length: K for DDPM, ``ddim_steps`` for DDIM)."""
+    min_sampling_std: float = 0.1
+    """Floor on the std of every denoising step when sampling (the exploration noise)."""
+    min_logprob_std: float = 0.1
+    """Floor on the std of the fine-tuned steps' Gaussians in the log-probability."""
+    gamma_denoise: float = 0.99
+    """Discount along the chain: the advantage of fine-tuned step k is scaled by gamma_denoise^(K'-k-1)."""
+    clip_coef_base: float = 0.001
+    """PPO clip of the first fine-tuned step; it grows exponentially to ``ppo.clip_coef`` at the last one."""
+    clip_coef_rate: float = 3.0
+    """Rate of that exponential clip schedule."""
+    randn_clip: float = 3.0
+    """Clip of the standard-normal noise of each denoising step."""
+
+
+@dataclass
 class GaussianConfig:
     """The Gaussian MLP policy of the MLP+PPO baseline."""
 
@@ -182,8 +203,9 @@ class PretrainConfig:
 class TrainConfig:
     """A complete training run."""
 
-    algo: Literal["ncdpo", "ppo"] = "ncdpo"
-    """Algorithm: ``ncdpo`` (diffusion policy, PPO through the whole chain) or ``ppo`` (Gaussian MLP)."""
+    algo: Literal["ncdpo", "ppo", "dppo"] = "ncdpo"
+    """Algorithm: ``ncdpo`` (diffusion policy, PPO through the whole chain), ``ppo`` (Gaussian MLP) or
+    ``dppo`` (diffusion policy, PPO over the denoising steps)."""
     seed: int = 1
     """Seed of torch, numpy and the environments: the whole run is reproducible from it on CPU."""
     total_env_steps: int = 1_000_000
@@ -224,7 +246,9 @@ class TrainConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO settings."""
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    """Diffusion policy settings (algo ncdpo)."""
+    """Diffusion policy settings (algos ncdpo and dppo)."""
+    dppo: DPPOConfig = field(default_factory=DPPOConfig)
+    """DPPO settings (algo dppo)."""
     gaussian: GaussianConfig = field(default_factory=GaussianConfig)
     """Gaussian policy settings (algo ppo)."""
     critic: CriticConfig = field(default_factory=CriticConfig)
@@ -439,6 +463,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "diffusion.sigma_exp_start must lie in [sigma_exp_min, sigma_exp_max] with sigma_exp_min > 0",
     )
     need(d.min_chain_std >= 0 and d.denoised_clip >= 0, "diffusion.min_chain_std/denoised_clip must be >= 0")
+    n_chain = d.ddim_steps if d.sampler == "ddim" else d.denoising_steps
+    q = cfg.dppo
+    if cfg.algo == "dppo":
+        need(1 <= q.ft_denoising_steps <= n_chain,
+             f"dppo.ft_denoising_steps (K') must be between 1 and the chain length {n_chain} (got {q.ft_denoising_steps})")
+    need(q.min_sampling_std > 0 and q.min_logprob_std > 0, "dppo.min_sampling_std and dppo.min_logprob_std must be positive")
+    need(0 < q.gamma_denoise <= 1, f"dppo.gamma_denoise must be in (0, 1] (got {q.gamma_denoise})")
+    need(0 < q.clip_coef_base and q.clip_coef_rate > 0 and q.randn_clip > 0,
+         "dppo.clip_coef_base, dppo.clip_coef_rate and dppo.randn_clip must be positive")
     need(all(h >= 1 for h in cfg.gaussian.hidden_dims), "gaussian.hidden_dims must be positive")
     need(all(h >= 1 for h in cfg.critic.hidden_dims), "critic.hidden_dims must be positive")
     return cfg

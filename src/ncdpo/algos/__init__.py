@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from ncdpo.algos.base import ActOutput, Agent
+from ncdpo.algos.dppo import DPPOAgent
 from ncdpo.algos.ncdpo import NCDPOAgent
 from ncdpo.algos.ppo import PPOAgent
 from ncdpo.config import TrainConfig
 
-AGENTS: dict[str, type[Agent]] = {"ncdpo": NCDPOAgent, "ppo": PPOAgent}
+AGENTS: dict[str, type[Agent]] = {"ncdpo": NCDPOAgent, "ppo": PPOAgent, "dppo": DPPOAgent}
 
 
 def make_agent(cfg: TrainConfig, obs_dim: int, act_dim: int) -> Agent:
@@ -15,4 +16,4 @@ def make_agent(cfg: TrainConfig, obs_dim: int, act_dim: int) -> Agent:
     return AGENTS[cfg.algo](obs_dim, act_dim, cfg)
 
 
-__all__ = ["AGENTS", "ActOutput", "Agent", "NCDPOAgent", "PPOAgent", "make_agent"]
+__all__ = ["AGENTS", "ActOutput", "Agent", "DPPOAgent", "NCDPOAgent", "PPOAgent", "make_agent"]

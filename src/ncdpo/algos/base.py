@@ -8,6 +8,7 @@ with gradients. Each algorithm (NCDPO, MLP+PPO, ...) is a small subclass.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,6 +58,24 @@ class Agent(nn.Module):
         if self.critic_extra_dim and store is None:
             store = self.act(obs).store
         return self.critic(self.critic_features(obs, store or {}))
+
+    def training_samples(
+        self, obs: torch.Tensor, log_prob: torch.Tensor, adv: torch.Tensor, returns: torch.Tensor, values: torch.Tensor,
+        store: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The PPO samples of a flattened rollout: one per decision here; DPPO makes one per denoising step."""
+        return obs, log_prob, adv, returns, values, store
+
+    def advantage_scale(self, store: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Per-sample factor applied to the (normalised) advantages, or None."""
+        return None
+
+    def clip_coef(self, store: dict[str, torch.Tensor], clip: float) -> float | torch.Tensor:
+        """PPO clip range of each sample (a float for all by default)."""
+        return clip
+
+    def on_init_loaded(self, ck: Any) -> None:
+        """Called with the :class:`~ncdpo.checkpoint.Checkpoint` after ``--init`` loaded its weights."""
 
     def actor_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.named_parameters() if not n.startswith("critic.")]

@@ -98,9 +98,12 @@ class RolloutBuffer:
 
     def __post_init__(self) -> None:
         z = lambda *s: torch.zeros(self.T, self.N, *s, device=self.device)  # noqa: E731
-        self.obs, self.rewards, self.dones, self.values, self.log_probs = z(self.obs_dim), z(), z(), z(), z()
+        self.obs, self.rewards, self.dones, self.values = z(self.obs_dim), z(), z(), z()
+        self.log_probs = z()  # reshaped on the first add if the agent returns several log-probs per decision
 
     def add(self, t: int, obs: torch.Tensor, value: torch.Tensor, log_prob: torch.Tensor, store: dict[str, torch.Tensor], reward: torch.Tensor, done: torch.Tensor) -> None:
+        if log_prob.dim() > 1 and self.log_probs.shape[2:] != log_prob.shape[1:]:
+            self.log_probs = torch.zeros(self.T, *log_prob.shape, device=self.device)
         if not self.store:
             self.store = {k: torch.zeros(self.T, *v.shape, device=self.device, dtype=v.dtype) for k, v in store.items()}
         self.obs[t], self.values[t], self.log_probs[t] = obs, value, log_prob
@@ -122,6 +125,8 @@ def ppo_update(
     flat = lambda x: x.reshape(B, *x.shape[2:])  # noqa: E731
     b_obs, b_logp, b_adv, b_ret, b_val = flat(buf.obs), flat(buf.log_probs), flat(adv), flat(returns), flat(buf.values)
     b_store = {k: flat(v) for k, v in buf.store.items()}
+    b_obs, b_logp, b_adv, b_ret, b_val, b_store = agent.training_samples(b_obs, b_logp, b_adv, b_ret, b_val, b_store)
+    B = b_obs.shape[0]
     params = [q for g in optimizer.param_groups for q in g["params"]]
     stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")}
     first_ratio_dev = math.nan
@@ -144,7 +149,10 @@ def ppo_update(
             mb_adv = b_adv[idx]
             if p.norm_adv and len(idx) > 1:
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-            pl = clipped_policy_loss(new_logp, b_logp[idx], mb_adv, p.clip_coef)
+            scale = agent.advantage_scale(mb_store)
+            if scale is not None:
+                mb_adv = mb_adv * scale
+            pl = clipped_policy_loss(new_logp, b_logp[idx], mb_adv, agent.clip_coef(mb_store, p.clip_coef))
             if math.isnan(first_ratio_dev):
                 first_ratio_dev = float((pl.ratio.detach() - 1).abs().max())
             if p.target_kl > 0 and float(pl.approx_kl) > 1.5 * p.target_kl:
@@ -286,7 +294,8 @@ class Trainer:
 
     def _load_init(self, path: str) -> None:
         ck = load_checkpoint(path)
-        if ck.meta.get("algo") != self.cfg.algo:
+        same_policy = {ck.meta.get("algo"), self.cfg.algo} <= {"ncdpo", "dppo"}  # both hold a DiffusionPolicy
+        if ck.meta.get("algo") != self.cfg.algo and not same_policy:
             raise NcdpoError(f"--init checkpoint {ck.path} holds a '{ck.meta.get('algo')}' policy, not '{self.cfg.algo}'")
         if (ck.obs_dim, ck.act_dim) != (self.obs_dim, self.act_dim):
             raise NcdpoError(
@@ -303,6 +312,7 @@ class Trainer:
             load_module_state(self.agent.critic, critic, f"checkpoint {ck.path} (critic)")
         if any(k.startswith("obs_rms.") for k in ck.tensors):
             self.obs_norm.rms.load(ck.tensors, "obs_rms")
+        self.agent.on_init_loaded(ck)
 
     def save(self, name: str) -> Path:
         path = self.run_dir / "checkpoints" / f"{name}.safetensors"

@@ -138,18 +138,28 @@ class DiffusionPolicy(nn.Module):
         dev = self.c_a.device
         return torch.randn(batch, self.n_chain, self.horizon, self.act_dim, generator=generator, device=dev)
 
-    def _step(self, x: torch.Tensor, obs: torch.Tensor, j: int) -> torch.Tensor:
-        """Mean of chain step ``j`` given the flattened latent ``x`` (B, H*A)."""
-        t = self.chain_t[j].expand(x.shape[0])
-        eps = self.denoiser(x, t, obs)
-        x0 = self.c_a[j] * x - self.c_b[j] * eps
+    def _step(self, x: torch.Tensor, obs: torch.Tensor, j: int | torch.Tensor, denoiser: nn.Module | None = None) -> torch.Tensor:
+        """Mean of chain step ``j`` given the flattened latent ``x`` (B, H*A).
+
+        ``j`` is one chain index or a (B,) tensor of them (one per sample, for DPPO's per-step samples);
+        ``denoiser`` replaces the policy's own (DPPO runs the early steps with a frozen copy).
+        """
+        per_sample = torch.is_tensor(j)
+        c = (lambda buf: buf[j][:, None]) if per_sample else (lambda buf: buf[j])  # noqa: E731
+        t = self.chain_t[j] if per_sample else self.chain_t[j].expand(x.shape[0])
+        eps = (denoiser or self.denoiser)(x, t, obs)
+        c_a, c_b = c(self.c_a), c(self.c_b)
+        x0 = c_a * x - c_b * eps
         clip = self.cfg.denoised_clip
-        if clip > 0 and (j + 1 < self.n_chain or self.cfg.clip_last_step):
-            x0 = x0.clamp(-clip, clip)
+        if clip > 0:
+            if per_sample and not self.cfg.clip_last_step:
+                x0 = torch.where(j[:, None] + 1 < self.n_chain, x0.clamp(-clip, clip), x0)
+            elif per_sample or j + 1 < self.n_chain or self.cfg.clip_last_step:
+                x0 = x0.clamp(-clip, clip)
         if self.cfg.sampler == "ddim":  # eps consistent with the clipped x0
-            eps = (x - x0 / self.c_a[j]) * (self.c_a[j] / self.c_b[j])
-            return self.c_x0[j] * x0 + self.c_eps[j] * eps
-        return self.c_x0[j] * x0 + self.c_x[j] * x
+            eps = (x - x0 / c_a) * (c_a / c_b)
+            return c(self.c_x0) * x0 + c(self.c_eps) * eps
+        return c(self.c_x0) * x0 + c(self.c_x) * x
 
     def chain_mean(
         self, obs: torch.Tensor, noise: torch.Tensor, return_latents: bool = False
