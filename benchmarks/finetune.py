@@ -1,9 +1,11 @@
-"""NCDPO fine-tuning of the shipped behaviour-cloned locomotion policies, several seeds per task.
+"""Fine-tuning of the shipped behaviour-cloned locomotion policies, several algorithms and seeds per task.
 
     python benchmarks/finetune.py --tasks Hopper-v5 Walker2d-v5 HalfCheetah-v5 --steps 1000000 --seeds 1 2 3 --jobs 2
+    python benchmarks/finetune.py --algos ncdpo dppo --tasks Hopper-v5 --steps 1000000
 
-Each (task, seed) run is ``ncdpo train --init shipped:<task> --config configs/finetune_locomotion.yaml``
-writing into ``benchmarks/results/finetune/<task>/<task>__ncdpo__s<seed>``. Resumable: a run whose final
+Each (task, algo, seed) run is ``ncdpo train --algo <algo> --init shipped:<task> --config <config>`` with
+``configs/finetune_locomotion.yaml`` for NCDPO and ``configs/dppo_locomotion.yaml`` for DPPO, writing into
+``benchmarks/results/finetune/<task>/<task>__<algo>__s<seed>``. Resumable: a run whose final
 checkpoint exists is not redone, an unfinished one is restarted. Then every final checkpoint and the BC
 checkpoint are evaluated with the same protocol (``--episodes`` deterministic episodes, fixed seed) and
 ``summary.csv``, ``table.md`` and one ``curves_<task>.png`` per task (logged evaluation return, mean ± std
@@ -27,16 +29,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 NCDPO = [sys.executable, "-m", "ncdpo.cli"]
-CONFIG = REPO / "configs" / "finetune_locomotion.yaml"
+CONFIGS = {"ncdpo": REPO / "configs" / "finetune_locomotion.yaml", "dppo": REPO / "configs" / "dppo_locomotion.yaml"}
 EVAL_SEED = 424242
 
 
-def run_one(task: str, seed: int, steps: int, out: Path) -> str:
-    name = f"{task}__ncdpo__s{seed}"
+def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
+    name = f"{task}__{algo}__s{seed}"
     run = out / name
     if (run / "checkpoints" / "final.safetensors").is_file():
         return f"{name}: done already"
-    cmd = [*NCDPO, "train", "--init", f"shipped:{task}", "--config", str(CONFIG), "--seed", str(seed),
+    cmd = [*NCDPO, "train", "--algo", algo, "--init", f"shipped:{task}", "--config", str(CONFIGS[algo]), "--seed", str(seed),
            "--total-env-steps", str(steps), "--out-dir", str(out), "--run-name", name, "--overwrite",
            "--torch-threads", "1", "--progress", "false", "--keep-checkpoints", "2"]
     t0 = time.time()
@@ -54,50 +56,78 @@ def evaluate(target: str, res: Path, episodes: int) -> dict:
     return json.loads(res.read_text())
 
 
-def summarize(tasks: list[str], seeds: list[int], root: Path, episodes: int) -> str:
+def steps_to_reach(runs: list[Path], target: float) -> float:
+    """First env step at which the seed-averaged logged evaluation return reaches ``target`` (nan if never)."""
+    sys.path.insert(0, str(REPO / "src"))
+    from ncdpo.plotting import load_curve
+
+    curves = [load_curve(r, "env_steps", "eval/return_mean") for r in runs]
+    n = min(len(c[0]) for c in curves)
+    if n == 0:
+        return float("nan")
+    xs = np.mean([c[0][:n] for c in curves], 0)
+    ys = np.mean([c[1][:n] for c in curves], 0)
+    hit = np.nonzero(ys >= target)[0]
+    return float(xs[hit[0]]) if len(hit) else float("nan")
+
+
+def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, episodes: int) -> str:
     sys.path.insert(0, str(REPO / "src"))
     from ncdpo.plotting import plot_runs
     from ncdpo.shipped import ASSETS
 
-    rows, lines = [], []
+    rows, lines, notes = [], [], []
     lines += [f"Deterministic evaluation over {episodes} episodes (eval seed {EVAL_SEED}); fine-tuned: mean ± std "
               "over seeds of each seed's mean. Dataset: complete episodes of the shipped medium dataset.", "",
-              "| task | expert | dataset | BC | NCDPO fine-tuned | env steps | seeds | NCDPO / BC | wall s / run |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| task | algo | expert | dataset | BC | fine-tuned | env steps | seeds | fine-tuned / BC | wall s / run | update s / iter |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task in tasks:
         out = root / task
         summary = json.loads((ASSETS / task / "summary.json").read_text())
         bc = evaluate(f"shipped:{task}", out / "bc_eval.json", episodes)
-        finals, walls, steps, runs = [], [], [], []
-        for seed in seeds:
-            run = out / f"{task}__ncdpo__s{seed}"
-            if not (run / "checkpoints" / "final.safetensors").is_file():
-                continue
-            ev = evaluate(str(run), run / "eval.json", episodes)
-            with open(run / "progress.csv") as f:
-                last = list(csv.DictReader(f))[-1]
-            finals.append(ev["return_mean"])
-            walls.append(float(last["wall_s"]))
-            steps.append(int(last["env_steps"]))
-            runs.append(run)
-            rows.append([task, seed, ev["return_mean"], ev["return_std"], bc["return_mean"], int(last["env_steps"]), float(last["wall_s"])])
-        if not finals:
-            continue
         d = summary["datasets"]["medium"]
-        ft = np.asarray(finals)
-        lines.append(
-            f"| {task} | {summary['expert_return']:.0f} | {d['complete_return_mean']:.0f} ± {d['complete_return_std']:.0f} "
-            f"({d['transitions']} transitions) | {bc['return_mean']:.0f} ± {bc['return_std']:.0f} | "
-            f"{ft.mean():.0f} ± {ft.std():.0f} | {int(np.mean(steps))} | {len(ft)} | {ft.mean() / bc['return_mean']:.2f} | "
-            f"{np.mean(walls):.0f} |"
-        )
-        plot_runs(runs, out / f"curves_{task}.png", y="eval/return_mean", title=f"{task}: NCDPO fine-tuning from BC "
-                  f"(BC {bc['return_mean']:.0f}), mean ± std over seeds")
+        task_runs, finals_by_algo = [], {}
+        for algo in algos:
+            finals, walls, steps, runs, upd = [], [], [], [], []
+            for seed in seeds:
+                run = out / f"{task}__{algo}__s{seed}"
+                if not (run / "checkpoints" / "final.safetensors").is_file():
+                    continue
+                ev = evaluate(str(run), run / "eval.json", episodes)
+                with open(run / "progress.csv") as f:
+                    log = list(csv.DictReader(f))
+                finals.append(ev["return_mean"])
+                walls.append(float(log[-1]["wall_s"]))
+                steps.append(int(log[-1]["env_steps"]))
+                upd.append(np.mean([float(r["perf/update_s"]) for r in log]))
+                runs.append(run)
+                rows.append([task, algo, seed, ev["return_mean"], ev["return_std"], bc["return_mean"], int(log[-1]["env_steps"]),
+                             float(log[-1]["wall_s"])])
+            if not finals:
+                continue
+            ft = np.asarray(finals)
+            finals_by_algo[algo] = (ft.mean(), runs)
+            task_runs += runs
+            lines.append(
+                f"| {task} | {algo} | {summary['expert_return']:.0f} | {d['complete_return_mean']:.0f} ± "
+                f"{d['complete_return_std']:.0f} ({d['transitions']} transitions) | {bc['return_mean']:.0f} ± {bc['return_std']:.0f} | "
+                f"{ft.mean():.0f} ± {ft.std():.0f} | {int(np.mean(steps))} | {len(ft)} | {ft.mean() / bc['return_mean']:.2f} | "
+                f"{np.mean(walls):.0f} | {np.mean(upd):.2f} |"
+            )
+        if {"ncdpo", "dppo"} <= finals_by_algo.keys():
+            target = finals_by_algo["dppo"][0]
+            s_n = steps_to_reach(finals_by_algo["ncdpo"][1], target)
+            s_d = steps_to_reach(finals_by_algo["dppo"][1], target)
+            notes.append(f"- {task}: env steps for the seed-mean logged evaluation to reach DPPO's final return "
+                         f"({target:.0f}): NCDPO {s_n:.0f}, DPPO {s_d:.0f}")
+        if task_runs:
+            plot_runs(task_runs, out / f"curves_{task}.png", y="eval/return_mean",
+                      title=f"{task}: fine-tuning from BC ({bc['return_mean']:.0f}), mean ± std over seeds")
     with open(root / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["task", "seed", "final_eval_return", "final_eval_std", "bc_eval_return", "env_steps", "wall_s"])
+        w.writerow(["task", "algo", "seed", "final_eval_return", "final_eval_std", "bc_eval_return", "env_steps", "wall_s"])
         w.writerows(rows)
-    md = "\n".join(lines) + "\n"
+    md = "\n".join(lines + ([""] + notes if notes else [])) + "\n"
     (root / "table.md").write_text(md)
     return md
 
@@ -105,6 +135,7 @@ def summarize(tasks: list[str], seeds: list[int], root: Path, episodes: int) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
+    ap.add_argument("--algos", nargs="+", default=["ncdpo"], choices=sorted(CONFIGS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--steps", type=int, default=1_000_000)
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
@@ -116,11 +147,11 @@ def main() -> None:
     for task in args.tasks:
         (root / task).mkdir(parents=True, exist_ok=True)
     if not args.summarize:
-        jobs = [(t, s) for s in args.seeds for t in args.tasks]
+        jobs = [(t, a, s) for s in args.seeds for t in args.tasks for a in args.algos]
         with ThreadPoolExecutor(args.jobs) as pool:
-            for msg in pool.map(lambda j: run_one(j[0], j[1], args.steps, root / j[0]), jobs):
+            for msg in pool.map(lambda j: run_one(j[0], j[1], j[2], args.steps, root / j[0]), jobs):
                 print(msg, flush=True)
-    print(summarize(args.tasks, args.seeds, root, args.episodes))
+    print(summarize(args.tasks, args.algos, args.seeds, root, args.episodes))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""NCDPO vs MLP+PPO from random initialisation at the same env-step budget.
+"""NCDPO vs MLP+PPO vs DPPO from random initialisation at the same env-step budget.
 
-    python benchmarks/from_scratch.py --env Hopper-v5 --steps 300000 --seeds 1 2 3 --jobs 2
+    python benchmarks/from_scratch.py --env Hopper-v5 --steps 300000 --seeds 1 2 3 --algos ncdpo ppo dppo --jobs 2
 
 Each (algo, seed) run is an ordinary ``ncdpo train`` subprocess writing into
 ``benchmarks/results/from_scratch/<env>/<env>__<algo>__s<seed>``. The harness is resumable: a run whose
@@ -36,6 +36,10 @@ VARIANTS = {
     "ppo": ("ppo", ["--ppo.actor-lr", "3e-4"]),
     "ncdpo": ("ncdpo", ["--ppo.actor-lr", "3e-4", "--diffusion.denoising-steps", "10", "--diffusion.clip-last-step", "false",
                         "--diffusion.sigma-exp", "learnable", "--diffusion.sigma-exp-start", "1.0"]),
+    # DPPO with its own defaults (all K'=K=10 steps fine-tuned, std floor 0.1, clip 0.01 -> 0.001 schedule,
+    # actor lr 1e-4); a minibatch of 2560 (decision, step) samples = 256 decisions, as for the others.
+    "dppo": ("dppo", ["--ppo.actor-lr", "1e-4", "--ppo.clip-coef", "0.01", "--ppo.minibatch-size", "2560",
+                      "--diffusion.denoising-steps", "10", "--dppo.ft-denoising-steps", "10"]),
     "ncdpo-sigma0.3": ("ncdpo", ["--ppo.actor-lr", "3e-4", "--diffusion.denoising-steps", "10",
                                  "--diffusion.clip-last-step", "false", "--diffusion.sigma-exp-start", "0.3"]),
 }

@@ -12,7 +12,7 @@ from ncdpo.algos.core import Trainer, load_agent
 from ncdpo.cli import build_parser, main, resolve_train_config
 from ncdpo.checkpoint import load_checkpoint
 
-TIMING = {"wall_s", "charts/SPS", "perf/rollout_s", "perf/update_s"}
+TIMING = {"wall_s", "charts/SPS", "perf/rollout_s", "perf/update_s", "perf/peak_mem_mb"}
 
 
 def rows(run_dir):

@@ -225,6 +225,18 @@ def evaluate(
 # The training run
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: the device's allocator peak on CUDA, else the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    except ImportError:  # not on Windows
+        return math.nan
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -406,6 +418,7 @@ class Trainer:
                 **ev,
                 "perf/rollout_s": t_rollout,
                 "perf/update_s": t_update,
+                "perf/peak_mem_mb": peak_memory_mb(dev),
             }
             logger.log(row, self.env_steps)
             if self.iteration % cfg.save_every == 0:
