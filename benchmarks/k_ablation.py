@@ -1,0 +1,141 @@
+"""NCDPO's robustness to the number of denoising steps K: fine-tuning from BC policies with K in {5, 10, 20, 50}.
+
+    python benchmarks/k_ablation.py --task Hopper-v5 --ks 5 10 20 50 --ddim --steps 300000 --seeds 1 2 3 --jobs 2
+
+For each K, a behaviour-cloned policy is pre-trained on the shipped medium dataset with exactly the shipped
+recipe except K (``ncdpo pretrain``, 20k steps, seed 1; K=10 is the shipped checkpoint itself). The DDIM
+variant fine-tunes the K=20 policy with a 5-step DDIM sampler (eta 1). Every variant is then fine-tuned with
+``configs/finetune_locomotion.yaml`` for ``--steps`` env steps and each seed. Resumable like the other
+harnesses; writes ``summary.csv``, ``table.md`` (final deterministic return per variant, spread across
+variants relative to their mean, time per update) and ``curves.png`` under
+``benchmarks/results/k_ablation/<task>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
+NCDPO = [sys.executable, "-m", "ncdpo.cli"]
+CONFIG = REPO / "configs" / "finetune_locomotion.yaml"
+EVAL_SEED = 424242
+BC_ARGS = ["--horizon", "4", "--act-steps", "4", "--diffusion.hidden-dim", "256", "--diffusion.num-blocks", "2",
+           "--pretrain.steps", "20000", "--seed", "1", "--torch-threads", "1", "--progress", "false"]
+
+
+def bc_checkpoint(task: str, k: int, out: Path) -> str:
+    if k == 10:
+        return f"shipped:{task}"
+    run = out / f"bc_K{k}"
+    if not (run / "checkpoints" / "final.safetensors").is_file():
+        with open(out / f"bc_K{k}.log", "w") as log:
+            subprocess.check_call([*NCDPO, "pretrain", "--dataset", f"shipped:{task}", "--diffusion.denoising-steps", str(k),
+                                   *BC_ARGS, "--out-dir", str(out), "--run-name", f"bc_K{k}", "--overwrite"],
+                                  stdout=log, stderr=subprocess.STDOUT)
+    return str(run)
+
+
+def variants(task: str, ks: list[int], ddim: bool, out: Path) -> dict[str, tuple[str, list[str]]]:
+    v = {f"K{k}": (bc_checkpoint(task, k, out), []) for k in ks}
+    if ddim:
+        v["K20-ddim5"] = (bc_checkpoint(task, 20, out), ["--diffusion.sampler", "ddim", "--diffusion.ddim-steps", "5",
+                                                         "--diffusion.ddim-eta", "1.0"])
+    return v
+
+
+def run_one(name: str, init: str, extra: list[str], seed: int, steps: int, out: Path) -> str:
+    run_name = f"{name}__s{seed}"
+    run = out / run_name
+    if (run / "checkpoints" / "final.safetensors").is_file():
+        return f"{run_name}: done already"
+    cmd = [*NCDPO, "train", "--init", init, "--config", str(CONFIG), *extra, "--seed", str(seed), "--total-env-steps",
+           str(steps), "--out-dir", str(out), "--run-name", run_name, "--overwrite", "--torch-threads", "1",
+           "--progress", "false", "--keep-checkpoints", "1"]
+    t0 = time.time()
+    with open(out / f"{run_name}.log", "w") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if rc != 0:
+        raise SystemExit(f"{run_name} failed (exit {rc}); see {out / (run_name + '.log')}")
+    return f"{run_name}: {time.time() - t0:.0f} s"
+
+
+def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes: int) -> str:
+    sys.path.insert(0, str(REPO / "src"))
+    from ncdpo.plotting import plot_runs
+
+    rows, means, lines, runs = [], {}, [], []
+    lines += [f"NCDPO fine-tuning on {task}, deterministic evaluation of the final policy over {episodes} episodes "
+              "(mean ± std over seeds).", "", "| variant | final return | seeds | update s / iter | wall s / run |", "|---|---|---|---|---|"]
+    for name in names:
+        finals, upd, walls = [], [], []
+        for seed in seeds:
+            run = out / f"{name}__s{seed}"
+            if not (run / "checkpoints" / "final.safetensors").is_file():
+                continue
+            res = run / "eval.json"
+            if not res.is_file():
+                subprocess.check_call([*NCDPO, "eval", str(run), "--episodes", str(episodes), "--seed", str(EVAL_SEED),
+                                       "--json", str(res)], stdout=subprocess.DEVNULL)
+            ev = json.loads(res.read_text())
+            with open(run / "progress.csv") as f:
+                log = list(csv.DictReader(f))
+            finals.append(ev["return_mean"])
+            upd.append(np.mean([float(r["perf/update_s"]) for r in log]))
+            walls.append(float(log[-1]["wall_s"]))
+            rows.append([name, seed, ev["return_mean"], int(log[-1]["env_steps"]), upd[-1], walls[-1]])
+            runs.append(run)
+        if finals:
+            means[name] = float(np.mean(finals))
+            lines.append(f"| {name} | {np.mean(finals):.0f} ± {np.std(finals):.0f} | {len(finals)} | {np.mean(upd):.2f} | {np.mean(walls):.0f} |")
+    if len(means) > 1:
+        vals = np.asarray(list(means.values()))
+        lines += ["", f"Spread of the variants' mean final return: (max - min) / mean = {(vals.max() - vals.min()) / vals.mean():.2f}"]
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["variant", "seed", "final_eval_return", "env_steps", "update_s_per_iter", "wall_s"])
+        w.writerows(rows)
+    if runs:
+        plot_runs(runs, out / "curves.png", y="eval/return_mean", title=f"{task}: NCDPO fine-tuning vs K, mean ± std over seeds")
+    md = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(md)
+    return md
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="Hopper-v5")
+    ap.add_argument("--ks", nargs="+", type=int, default=[5, 10, 20, 50])
+    ap.add_argument("--ddim", action="store_true", help="also the K=20 policy with a 5-step DDIM sampler")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    ap.add_argument("--steps", type=int, default=300_000)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--out", default=str(ROOT / "results" / "k_ablation"))
+    ap.add_argument("--summarize", action="store_true")
+    a = ap.parse_args()
+    out = Path(a.out) / a.task
+    out.mkdir(parents=True, exist_ok=True)
+    if a.summarize:
+        names = [f"K{k}" for k in a.ks] + (["K20-ddim5"] if a.ddim else [])
+    else:
+        v = variants(a.task, a.ks, a.ddim, out)
+        names = list(v)
+        jobs = [(n, s) for s in a.seeds for n in names]
+        with ThreadPoolExecutor(a.jobs) as pool:
+            for msg in pool.map(lambda j: run_one(j[0], *v[j[0]], j[1], a.steps, out), jobs):
+                print(msg, flush=True)
+    print(summarize(a.task, names, a.seeds, out, a.episodes))
+
+
+if __name__ == "__main__":
+    main()
