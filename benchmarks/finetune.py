@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -33,10 +34,15 @@ CONFIGS = {"ncdpo": REPO / "configs" / "finetune_locomotion.yaml", "dppo": REPO 
 EVAL_SEED = 424242
 
 
+def finished(run: Path) -> bool:
+    """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its eval.json, exists."""
+    return (run / "checkpoints" / "final.safetensors").is_file() or (run / "eval.json").is_file()
+
+
 def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
     name = f"{task}__{algo}__s{seed}"
     run = out / name
-    if (run / "checkpoints" / "final.safetensors").is_file():
+    if finished(run):
         return f"{name}: done already"
     cmd = [*NCDPO, "train", "--algo", algo, "--init", f"shipped:{task}", "--config", str(CONFIGS[algo]), "--seed", str(seed),
            "--total-env-steps", str(steps), "--out-dir", str(out), "--run-name", name, "--overwrite",
@@ -79,8 +85,8 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
     rows, lines, notes = [], [], []
     lines += [f"Deterministic evaluation over {episodes} episodes (eval seed {EVAL_SEED}); fine-tuned: mean ± std "
               "over seeds of each seed's mean. Dataset: complete episodes of the shipped medium dataset.", "",
-              "| task | algo | expert | dataset | BC | fine-tuned | env steps | seeds | fine-tuned / BC | wall s / run | update s / iter |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| task | algo | expert | dataset | BC | fine-tuned | env steps | seeds | fine-tuned / BC | wall s / run | update s / iter | peak MiB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for task in tasks:
         out = root / task
         summary = json.loads((ASSETS / task / "summary.json").read_text())
@@ -88,10 +94,10 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
         d = summary["datasets"]["medium"]
         task_runs, finals_by_algo = [], {}
         for algo in algos:
-            finals, walls, steps, runs, upd = [], [], [], [], []
+            finals, walls, steps, runs, upd, mem = [], [], [], [], [], []
             for seed in seeds:
                 run = out / f"{task}__{algo}__s{seed}"
-                if not (run / "checkpoints" / "final.safetensors").is_file():
+                if not finished(run):
                     continue
                 ev = evaluate(str(run), run / "eval.json", episodes)
                 with open(run / "progress.csv") as f:
@@ -100,6 +106,7 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
                 walls.append(float(log[-1]["wall_s"]))
                 steps.append(int(log[-1]["env_steps"]))
                 upd.append(np.mean([float(r["perf/update_s"]) for r in log]))
+                mem.append(max(float(r.get("perf/peak_mem_mb") or "nan") for r in log))
                 runs.append(run)
                 rows.append([task, algo, seed, ev["return_mean"], ev["return_std"], bc["return_mean"], int(log[-1]["env_steps"]),
                              float(log[-1]["wall_s"])])
@@ -112,7 +119,7 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
                 f"| {task} | {algo} | {summary['expert_return']:.0f} | {d['complete_return_mean']:.0f} ± "
                 f"{d['complete_return_std']:.0f} ({d['transitions']} transitions) | {bc['return_mean']:.0f} ± {bc['return_std']:.0f} | "
                 f"{ft.mean():.0f} ± {ft.std():.0f} | {int(np.mean(steps))} | {len(ft)} | {ft.mean() / bc['return_mean']:.2f} | "
-                f"{np.mean(walls):.0f} | {np.mean(upd):.2f} |"
+                f"{np.mean(walls):.0f} | {np.mean(upd):.2f} | {np.mean(mem):.0f} |"
             )
         if {"ncdpo", "dppo"} <= finals_by_algo.keys():
             target = finals_by_algo["dppo"][0]
@@ -138,7 +145,7 @@ def main() -> None:
     ap.add_argument("--algos", nargs="+", default=["ncdpo"], choices=sorted(CONFIGS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--steps", type=int, default=1_000_000)
-    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel, one torch thread each (default: the core count)")
     ap.add_argument("--episodes", type=int, default=20, help="evaluation episodes per checkpoint")
     ap.add_argument("--out", default=str(ROOT / "results" / "finetune"))
     ap.add_argument("--summarize", action="store_true", help="only rebuild the summary from finished runs")

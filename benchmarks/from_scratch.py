@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -45,10 +46,15 @@ VARIANTS = {
 }
 
 
+def finished(run: Path) -> bool:
+    """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its eval.json, exists."""
+    return (run / "checkpoints" / "final.safetensors").is_file() or (run / "eval.json").is_file()
+
+
 def run_one(env: str, algo: str, seed: int, steps: int, out: Path) -> str:
     name = f"{env}__{algo}__s{seed}"
     run = out / name
-    if (run / "checkpoints" / "final.safetensors").is_file():
+    if finished(run):
         return f"{name}: done already"
     algo_name, algo_args = VARIANTS[algo]
     cmd = [*NCDPO, "train", "--algo", algo_name, "--env", env, "--seed", str(seed), "--total-env-steps", str(steps),
@@ -81,21 +87,27 @@ def summarize(env: str, algos: list[str], seeds: list[int], steps: int, out: Pat
     from ncdpo.plotting import plot_runs
 
     marks = sorted({steps // 6, steps // 3, steps // 2, 2 * steps // 3, steps})
-    rows, table = [], {}
+    rows, table, cost = [], {}, {}
     for algo in algos:
         for seed in seeds:
             run = out / f"{env}__{algo}__s{seed}"
-            if not (run / "checkpoints" / "final.safetensors").is_file():
+            if not finished(run):
                 continue
             with open(run / "progress.csv") as f:
                 last = list(csv.DictReader(f))[-1]
             vals = [value_at(run, m) for m in marks]
             ev = evaluate(run)
-            rows.append([algo, seed, *vals, ev, float(last["wall_s"]), int(last["env_steps"])])
+            with open(run / "progress.csv") as f:
+                log = list(csv.DictReader(f))
+            upd = float(np.mean([float(r["perf/update_s"]) + float(r["perf/rollout_s"]) for r in log]))
+            mem = max(float(r.get("perf/peak_mem_mb") or "nan") for r in log)
+            rows.append([algo, seed, *vals, ev, float(last["wall_s"]), int(last["env_steps"]), upd, mem])
             table.setdefault(algo, []).append([*vals, ev])
+            cost.setdefault(algo, []).append([upd, mem, float(last["wall_s"])])
     with open(out / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["algo", "seed", *[f"return@{m}" for m in marks], "final_eval_return", "wall_s", "env_steps"])
+        w.writerow(["algo", "seed", *[f"return@{m}" for m in marks], "final_eval_return", "wall_s", "env_steps",
+                    "s_per_iteration", "peak_mem_mb"])
         w.writerows(rows)
     head = "| algo | seeds | " + " | ".join(f"{m // 1000}k" for m in marks) + " | final eval (det.) |"
     lines = [f"Training-episode return on {env} (mean ± std over seeds; each value averages the last 5 iterations "
@@ -105,6 +117,10 @@ def summarize(env: str, algos: list[str], seeds: list[int], steps: int, out: Pat
         a = np.asarray(vals)
         cells = [f"{m:.0f} ± {s:.0f}" for m, s in zip(a.mean(0), a.std(0))]
         lines.append(f"| {algo} | {len(vals)} | " + " | ".join(cells) + " |")
+    lines += ["", "| algo | s / iteration (rollout + update) | peak MiB | wall s / run |", "|---|---|---|---|"]
+    for algo, c in cost.items():
+        c = np.asarray(c)
+        lines.append(f"| {algo} | {c[:, 0].mean():.2f} | {np.nanmean(c[:, 1]):.0f} | {c[:, 2].mean():.0f} |")
     if {"ncdpo", "ppo"} <= table.keys():
         r = np.mean(np.asarray(table["ncdpo"])[:, len(marks) - 1]) / np.mean(np.asarray(table["ppo"])[:, len(marks) - 1])
         lines += ["", f"NCDPO / MLP+PPO mean training return at {marks[-1] // 1000}k steps: {r:.2f}"]
@@ -122,7 +138,7 @@ def main() -> None:
     ap.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], choices=sorted(VARIANTS), help="variants to run")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--steps", type=int, default=300_000)
-    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel, one torch thread each (default: the core count)")
     ap.add_argument("--out", default=str(ROOT / "results" / "from_scratch"))
     ap.add_argument("--summarize", action="store_true", help="only rebuild the summary from finished runs")
     args = ap.parse_args()

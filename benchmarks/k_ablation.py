@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -53,10 +54,15 @@ def variants(task: str, ks: list[int], ddim: bool, out: Path) -> dict[str, tuple
     return v
 
 
+def finished(run: Path) -> bool:
+    """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its eval.json, exists."""
+    return (run / "checkpoints" / "final.safetensors").is_file() or (run / "eval.json").is_file()
+
+
 def run_one(name: str, init: str, extra: list[str], seed: int, steps: int, out: Path) -> str:
     run_name = f"{name}__s{seed}"
     run = out / run_name
-    if (run / "checkpoints" / "final.safetensors").is_file():
+    if finished(run):
         return f"{run_name}: done already"
     cmd = [*NCDPO, "train", "--init", init, "--config", str(CONFIG), *extra, "--seed", str(seed), "--total-env-steps",
            str(steps), "--out-dir", str(out), "--run-name", run_name, "--overwrite", "--torch-threads", "1",
@@ -80,7 +86,7 @@ def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes
         finals, upd, walls = [], [], []
         for seed in seeds:
             run = out / f"{name}__s{seed}"
-            if not (run / "checkpoints" / "final.safetensors").is_file():
+            if not finished(run):
                 continue
             res = run / "eval.json"
             if not res.is_file():
@@ -118,7 +124,7 @@ def main() -> None:
     ap.add_argument("--ddim", action="store_true", help="also the K=20 policy with a 5-step DDIM sampler")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--steps", type=int, default=300_000)
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel, one torch thread each (default: the core count)")
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--out", default=str(ROOT / "results" / "k_ablation"))
     ap.add_argument("--summarize", action="store_true")
