@@ -73,3 +73,17 @@ def test_finetuning_from_a_pretrained_checkpoint_keeps_the_frozen_steps(tmp_path
     a2 = agent.act(obs, deterministic=True)
     assert torch.equal(a1.action, a2.action)
     assert math.isfinite(float(a1.log_prob.sum()))
+
+
+@pytest.mark.parametrize("config, algo", [("finetune_locomotion.yaml", "ncdpo"), ("dppo_locomotion.yaml", "dppo")])
+def test_shipped_configs_resolve_against_the_shipped_checkpoint(config, algo):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "configs" / config
+    args, extra = build_parser().parse_known_args(["train", "--init", "shipped:Hopper-v5", "--config", str(path)])
+    cfg = resolve_train_config(args, extra)
+    assert cfg.algo == algo and cfg.env.id == "Hopper-v5" and cfg.horizon == 4 and cfg.env.update_obs_norm is False
+    if algo == "dppo":
+        assert (cfg.ppo.clip_coef, cfg.dppo.clip_coef_base, cfg.dppo.ft_denoising_steps) == (0.01, 0.001, 10)
+    else:
+        assert cfg.critic.condition_on_mean and cfg.diffusion.sigma_exp == "learnable"
