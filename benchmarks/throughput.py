@@ -9,6 +9,9 @@
 3. Time of one PPO update (10 epochs over 2048 decisions) with and without gradient checkpointing.
 4. Peak memory of one update for K=10 vs K=50, with and without checkpointing, each in a fresh subprocess
    (peak RSS during the update minus RSS before it).
+5. NCDPO vs DPPO at the same settings (16 envs, horizon 4, act_steps 4, K = K' = 10, 10 epochs, minibatches of
+   256 decisions, i.e. 2560 (decision, step) samples for DPPO): rollout and update seconds per iteration and
+   env steps/s (``--algos-only`` runs just this part).
 
 Writes ``benchmarks/results/throughput.csv`` and prints a markdown table.
 """
@@ -46,14 +49,14 @@ def raw_env_sps(env_id: str, n_envs: int, act_steps: int, decisions: int) -> flo
     return steps / dt
 
 
-def train_sps(env_id: str, horizon: int, act_steps: int, iters: int, extra: list[str]) -> tuple[float, float, float]:
-    """(env steps/s, rollout s/iter, update s/iter) of a short ncdpo train run, first iteration excluded."""
+def train_sps(env_id: str, horizon: int, act_steps: int, iters: int, extra: list[str], algo: str = "ncdpo") -> tuple[float, float, float]:
+    """(env steps/s, rollout s/iter, update s/iter) of a short training run, first iteration excluded."""
     from ncdpo.algos.core import train
     from ncdpo.cli import build_parser, resolve_train_config
 
     with tempfile.TemporaryDirectory() as d:
         n_steps = 128 // act_steps
-        argv = ["train", "--algo", "ncdpo", "--env", env_id, "--horizon", str(horizon), "--act-steps", str(act_steps),
+        argv = ["train", "--algo", algo, "--env", env_id, "--horizon", str(horizon), "--act-steps", str(act_steps),
                 "--ppo.n-steps", str(n_steps), "--env.n-envs", "16", "--total-env-steps", str(16 * 128 * iters),
                 "--out-dir", d, "--run-name", "t", "--progress", "false", "--tensorboard", "false", *extra]
         args, rest = build_parser().parse_known_args(argv)
@@ -102,12 +105,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="Hopper-v5")
     ap.add_argument("--iters", type=int, default=5, help="training iterations per setting (first one excluded)")
-    ap.add_argument("--out", default=str(ROOT / "results" / "throughput.csv"))
+    ap.add_argument("--out", default="", help="CSV to write (default: results/throughput.csv, or throughput_algos.csv with --algos-only)")
+    ap.add_argument("--algos-only", action="store_true", help="only the NCDPO vs DPPO comparison (5.)")
     args = ap.parse_args()
+    args.out = args.out or str(ROOT / "results" / ("throughput_algos.csv" if args.algos_only else "throughput.csv"))
     torch.manual_seed(0)
     rows: list[tuple[str, str, float]] = []
     threads = torch.get_num_threads()
-    for horizon, act in ((1, 1), (4, 4)):
+    for algo, extra in (("ncdpo", []), ("dppo", ["--ppo.minibatch-size", "2560", "--dppo.ft-denoising-steps", "10"])):
+        sps, ro, up = train_sps(args.env, 4, 4, args.iters, ["--diffusion.denoising-steps", "10", *extra], algo)
+        tag = f"{algo},horizon=4,act_steps=4,K=10"
+        rows += [(tag, "train_env_steps_per_s", sps), (tag, "rollout_s_per_iter", ro), (tag, "update_s_per_iter", up),
+                 (tag, "s_per_env_step", 1.0 / sps)]
+    for horizon, act in (() if args.algos_only else ((1, 1), (4, 4))):
         raw = raw_env_sps(args.env, 16, act, 1024 // act)
         sps, ro, up = train_sps(args.env, horizon, act, args.iters, [])
         _, _, up_ck = train_sps(args.env, horizon, act, 3, ["--diffusion.grad-checkpoint", "true"])
@@ -120,7 +130,7 @@ def main() -> None:
             (tag, "update_s_per_iter", up),
             (tag, "update_s_per_iter_grad_checkpoint", up_ck),
         ]
-    for K in (10, 50):
+    for K in (() if args.algos_only else (10, 50)):
         for ck in (False, True):
             m = update_memory(K, ck)
             rows += [(f"K={K},grad_checkpoint={ck}", "update_peak_mib", m["peak_mib"]),
