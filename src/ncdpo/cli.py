@@ -52,6 +52,9 @@ def build_parser() -> _Parser:
     tr = sub.add_parser("train", help="train a policy (ncdpo or ppo) on a task")
     tr.add_argument("--config", metavar="FILE", help="JSON/YAML file of config values (nested or dotted keys)")
     tr.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint (config, weights, "
+                    "optimiser, normalisers, RNG and env states); only " + ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_OVERRIDABLE)
+                    + " may be given with it")
     tr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     _add_config_options(tr)
 
@@ -96,6 +99,10 @@ def build_parser() -> _Parser:
     tk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     return parser
 
+
+# Fields that may change when a run is resumed: they do not alter what the run has computed so far.
+RESUME_OVERRIDABLE = ("total_env_steps", "progress", "eval_every", "eval_episodes", "save_every", "keep_checkpoints",
+                      "tensorboard", "torch_threads")
 
 # Fields a run started with ``--init CHECKPOINT`` takes from the checkpoint (the policy's architecture, its
 # task and its observation normalisation) unless the config file or the command line sets them.
@@ -153,14 +160,34 @@ def resolve_train_config(
 
 
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from ncdpo.algos.core import train
+    from ncdpo.algos.core import Trainer
     from ncdpo.config import to_dict
 
+    if args.resume:
+        if extra:
+            raise NcdpoError(f"unknown option {extra[0]} for ncdpo train")
+        given = {k: v for k, v in vars(args).items() if k in flat_fields()}
+        fixed = [k for k in given if k not in RESUME_OVERRIDABLE]
+        if fixed or args.config:
+            what = f"--{fixed[0].replace('_', '-')}" if fixed else "--config"
+            raise NcdpoError(f"{what} cannot be changed when resuming (the run keeps its own config); "
+                             f"allowed with --resume: {', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDABLE)}")
+        trainer = Trainer.resume(args.resume, given)
+        print(f"resuming {trainer.run_dir} from {trainer.resumed_from} (iteration {trainer.iteration}, "
+              f"{trainer.env_steps} env steps)", flush=True)
+        return _run_trainer(trainer)
     cfg = resolve_train_config(args, extra)
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    run_dir = train(cfg)
+    return _run_trainer(Trainer(cfg))
+
+
+def _run_trainer(trainer: Any) -> int:
+    """Run; 128 + signal number when SIGINT/SIGTERM stopped it (after writing a checkpoint), else 0."""
+    run_dir = trainer.run()
+    if trainer.stop_signal:
+        return 128 + trainer.stop_signal
     print(f"run finished: {run_dir} (checkpoint {run_dir / 'checkpoints' / 'final.safetensors'})")
     return 0
 

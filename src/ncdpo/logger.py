@@ -15,16 +15,42 @@ class Logger:
     (e.g. no evaluation this iteration) are left empty in the CSV and skipped in TensorBoard.
     """
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+    def __init__(
+        self, run_dir: str | Path, tensorboard: bool = True, resume_iteration: int | None = None, resume_step: int = 0,
+        key: str = "iteration",
+    ) -> None:
+        """With ``resume_iteration`` the log continues an earlier one: CSV rows after that iteration (written
+        after the checkpoint being resumed) are dropped, and TensorBoard events after ``resume_step`` purged."""
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / "progress.csv"
         self._file = None
         self._writer: csv.DictWriter | None = None
         self._tb = None
+        if resume_iteration is not None and self.csv_path.is_file():
+            self._truncate(resume_iteration, key)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            purge = resume_step + 1 if resume_iteration is not None else None
+            self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge)
+
+    def _truncate(self, last: int, key: str) -> None:
+        """Keep the header and the rows up to ``key == last``; reopen for appending with the same columns."""
+        from ncdpo.checkpoint import atomic_write_bytes
+
+        with open(self.csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            fields = list(reader.fieldnames or [])
+            rows = [r for r in reader if r.get(key) and int(float(r[key])) <= last]
+        import io
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\r\n")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_bytes(self.csv_path, buf.getvalue().encode())
+        self._file = open(self.csv_path, "a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=fields, extrasaction="ignore")
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if self._writer is None:

@@ -12,6 +12,7 @@ import json
 import math
 import random
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +24,13 @@ from torch import nn
 
 from ncdpo.algos import make_agent
 from ncdpo.algos.base import Agent
-from ncdpo.checkpoint import atomic_write_bytes, load_checkpoint, load_module_state, save_checkpoint
-from ncdpo.config import TrainConfig, to_dict, validate
+from ncdpo.checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, load_module_state, save_checkpoint
+from ncdpo.config import TrainConfig, apply_overrides, to_dict, validate
 from ncdpo.envs.registry import done_values, env_dims, episode_stats, make_vec_env
 from ncdpo.errors import NcdpoError
 from ncdpo.logger import Logger
 from ncdpo.policies.common import ObsNormalizer, RewardScaler
+from ncdpo.state import env_state, pack, rng_state, set_env_state, set_rng_state, unpack
 
 # ----------------------------------------------------------------------------------------------------
 # Pieces of PPO
@@ -272,6 +274,61 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
             old.unlink()
 
 
+def newest_resumable_checkpoint(run_dir: Path) -> Checkpoint:
+    """The newest checkpoint of ``run_dir`` that loads and holds resume state; damaged newer ones are named."""
+    ck_dir = run_dir / "checkpoints"
+    if not run_dir.is_dir():
+        raise NcdpoError(f"cannot resume: run folder {run_dir} does not exist")
+    files = sorted(ck_dir.glob("iter_*.safetensors")) if ck_dir.is_dir() else []
+    if (ck_dir / "final.safetensors").is_file():
+        files.append(ck_dir / "final.safetensors")
+    if not files:
+        raise NcdpoError(f"cannot resume: no checkpoint in {ck_dir}")
+    bad: list[str] = []
+    for path in reversed(files):
+        try:
+            ck = load_checkpoint(path)
+        except NcdpoError as e:
+            bad.append(f"{path.name} ({e})")
+            continue
+        if "resume" not in ck.meta:
+            bad.append(f"{path.name} (no resume state: written by an older ncdpo)")
+            continue
+        if bad:
+            print(f"ncdpo: warning: skipped unreadable newer checkpoints: {'; '.join(bad)}; resuming from {path}", flush=True)
+        return ck
+    raise NcdpoError(f"cannot resume {run_dir}: no usable checkpoint ({'; '.join(bad)})")
+
+
+class stop_on_signals:
+    """While active, SIGINT/SIGTERM ask the trainer to checkpoint after the current iteration and stop
+    (a second signal interrupts at once)."""
+
+    def __init__(self, trainer: "Trainer") -> None:
+        self.trainer = trainer
+        self.old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.trainer.stop_requested:
+            raise KeyboardInterrupt
+        self.trainer.stop_requested = True
+        self.trainer.stop_signal = signum
+        print(f"\nncdpo: got {signal.Signals(signum).name}; stopping after this iteration with a checkpoint "
+              "(send it again to stop at once)", flush=True)
+
+    def __enter__(self) -> "stop_on_signals":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
+
+
 def run_dir_for(cfg: TrainConfig) -> Path:
     name = cfg.run_name or f"{cfg.env.id}__{cfg.algo}__s{cfg.seed}"
     return Path(cfg.out_dir) / name
@@ -280,7 +337,7 @@ def run_dir_for(cfg: TrainConfig) -> Path:
 class Trainer:
     """Holds the state of one run; :meth:`run` is the training loop."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, resume_from: Checkpoint | None = None) -> None:
         self.cfg = cfg = validate(cfg)
         if cfg.torch_threads > 0:
             torch.set_num_threads(cfg.torch_threads)
@@ -291,7 +348,7 @@ class Trainer:
         self.agent = make_agent(cfg, self.obs_dim, self.act_dim).to(self.device)
         self.obs_norm = ObsNormalizer(self.obs_dim, cfg.env.norm_obs, cfg.env.clip_obs)
         self.reward_scaler = RewardScaler(cfg.env.n_envs, cfg.ppo.gamma, cfg.env.norm_reward)
-        if cfg.init:
+        if cfg.init and resume_from is None:
             self._load_init(cfg.init)
         self.optimizer = torch.optim.Adam(
             [
@@ -303,6 +360,50 @@ class Trainer:
         self.run_dir = run_dir_for(cfg)
         self.iteration = 0
         self.env_steps = 0
+        self.wall_offset = 0.0  # wall seconds of the run before a resume
+        self.obs: np.ndarray | None = None  # normalised observations the next decision acts on
+        self.recent: list[float] = []  # returns of the last training episodes (progress bar)
+        self.stop_requested = False
+        self.stop_signal = 0  # the signal that stopped the run early, if any
+        self.resumed = resume_from is not None
+        if resume_from is not None:
+            self._restore(resume_from)
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, overrides: dict[str, Any] | None = None) -> "Trainer":
+        """A trainer that continues ``run_dir`` from its newest readable checkpoint.
+
+        ``overrides`` may change fields that do not alter the run's computation so far (e.g. a larger
+        ``total_env_steps``, ``progress``, ``eval_every``); the rest of the config is the run's own.
+        """
+        ck = newest_resumable_checkpoint(Path(run_dir))
+        cfg = ck.config
+        if overrides:
+            cfg = apply_overrides(cfg, overrides, source="--resume override")
+        cfg.out_dir, cfg.run_name = str(Path(run_dir).parent), Path(run_dir).name
+        if ck.meta.get("env_steps", 0) >= cfg.total_env_steps:
+            raise NcdpoError(
+                f"run {run_dir} already finished ({ck.meta.get('env_steps')} of {cfg.total_env_steps} env steps); "
+                "pass a larger --total-env-steps to continue it"
+            )
+        return cls(cfg, resume_from=ck)
+
+    def _restore(self, ck: Checkpoint) -> None:
+        """Load everything :meth:`save` wrote: weights, optimiser, normalisers, counters, RNG and env states."""
+        load_module_state(self.agent, ck.prefixed("agent"), f"checkpoint {ck.path}")
+        self.obs_norm.rms.load(ck.tensors, "obs_rms")
+        st = unpack(ck.meta["resume"], ck.tensors)
+        opt = st["optimizer"]
+        opt["state"] = {int(k): v for k, v in opt["state"].items()}
+        self.optimizer.load_state_dict(opt)
+        rs = st["reward_scaler"]
+        self.reward_scaler.ret, self.reward_scaler.rms.mean = rs["ret"], rs["mean"]
+        self.reward_scaler.rms.var, self.reward_scaler.rms.count = rs["var"], rs["count"]
+        self.iteration, self.env_steps = int(ck.meta["iteration"]), int(ck.meta["env_steps"])
+        self.wall_offset, self.recent, self.obs = float(st["wall_s"]), list(st["recent"]), st["obs"]
+        set_env_state(self.envs, st["env"])
+        set_rng_state(st["rng"])
+        self.resumed_from = ck.path
 
     def _load_init(self, path: str) -> None:
         ck = load_checkpoint(path)
@@ -326,33 +427,61 @@ class Trainer:
             self.obs_norm.rms.load(ck.tensors, "obs_rms")
         self.agent.on_init_loaded(ck)
 
-    def save(self, name: str) -> Path:
+    def save(self, name: str, wall_s: float = 0.0) -> Path:
+        """Write a checkpoint that both ``eval`` (the policy) and ``--resume`` (everything else) can load."""
         path = self.run_dir / "checkpoints" / f"{name}.safetensors"
+        tensors = self.obs_norm.rms.state("obs_rms")
+        rs = self.reward_scaler
+        resume = pack(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "reward_scaler": {"ret": rs.ret, "mean": rs.rms.mean, "var": rs.rms.var, "count": rs.rms.count},
+                "obs": self.obs, "recent": self.recent, "wall_s": wall_s,
+                "env": env_state(self.envs), "rng": rng_state(),
+            },
+            "resume", tensors,
+        )
         save_checkpoint(
             path,
             self.cfg,
             {"agent": self.agent},
-            self.obs_norm.rms.state("obs_rms"),
+            tensors,
             {"algo": self.cfg.algo, "env_id": self.cfg.env.id, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
-             "iteration": self.iteration, "env_steps": self.env_steps},
+             "iteration": self.iteration, "env_steps": self.env_steps, "resume": resume},
         )
         prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
         return path
 
     def run(self) -> Path:
         cfg, p, dev = self.cfg, self.cfg.ppo, self.device
-        prepare_run_dir(self.run_dir, cfg)
-        logger = Logger(self.run_dir, cfg.tensorboard)
+        if self.resumed:  # continue the log where the checkpoint left it
+            logger = Logger(self.run_dir, cfg.tensorboard, resume_iteration=self.iteration, resume_step=self.env_steps)
+        else:
+            prepare_run_dir(self.run_dir, cfg)
+            logger = Logger(self.run_dir, cfg.tensorboard)
         buf = RolloutBuffer(p.n_steps, cfg.env.n_envs, self.obs_dim, dev)
         bar = None
         if cfg.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.total_env_steps, unit="step", dynamic_ncols=True, desc=f"{cfg.algo} {cfg.env.id}")
-        t_start = time.perf_counter()
-        raw_obs, _ = self.envs.reset(seed=cfg.seed)
-        obs = self.obs_norm(raw_obs, update=cfg.env.update_obs_norm)
-        recent: list[float] = []
+            bar = tqdm(total=cfg.total_env_steps, initial=min(self.env_steps, cfg.total_env_steps), unit="step",
+                       dynamic_ncols=True, desc=f"{cfg.algo} {cfg.env.id}")
+        t_start = time.perf_counter() - self.wall_offset
+        if self.obs is None:
+            raw_obs, _ = self.envs.reset(seed=cfg.seed)
+            self.obs = self.obs_norm(raw_obs, update=cfg.env.update_obs_norm)
+        obs = self.obs
+        with stop_on_signals(self):
+            self._loop(logger, buf, bar, obs, t_start)
+        if bar is not None:
+            bar.close()
+        logger.close()
+        self.envs.close()
+        return self.run_dir
+
+    def _loop(self, logger: Logger, buf: RolloutBuffer, bar: Any, obs: np.ndarray, t_start: float) -> None:
+        cfg, p, dev = self.cfg, self.cfg.ppo, self.device
+        recent = self.recent
         while self.env_steps < cfg.total_env_steps:
             self.iteration += 1
             frac = self.env_steps / cfg.total_env_steps
@@ -403,7 +532,7 @@ class Trainer:
             is_last = self.env_steps >= cfg.total_env_steps
             if cfg.eval_every and (self.iteration % cfg.eval_every == 0 or is_last):
                 ev = self._eval()
-            recent = (recent + ep_returns)[-20:]
+            recent[:] = (recent + ep_returns)[-20:]
             wall = time.perf_counter() - t_start
             row = {
                 "iteration": self.iteration,
@@ -421,22 +550,28 @@ class Trainer:
                 "perf/peak_mem_mb": peak_memory_mb(dev),
             }
             logger.log(row, self.env_steps)
+            self.obs, self.recent = obs, recent
+            if self.stop_requested and not is_last:
+                path = self.save(f"iter_{self.iteration:06d}", wall)
+                print(f"stopped by signal after iteration {self.iteration}; checkpoint {path}; "
+                      f"continue with: ncdpo train --resume {self.run_dir}", flush=True)
+                return
             if self.iteration % cfg.save_every == 0:
-                self.save(f"iter_{self.iteration:06d}")
+                self.save(f"iter_{self.iteration:06d}", wall)
             if bar is not None:
                 bar.update(min(it_steps, cfg.total_env_steps - bar.n))
                 post = {"SPS": f"{row['charts/SPS']:.0f}", "return": f"{np.mean(recent):.1f}" if recent else "-"}
                 if not math.isnan(ev["eval/return_mean"]):
                     post["eval"] = f"{ev['eval/return_mean']:.1f}"
                 bar.set_postfix(post)
-        self.save("final")
-        if bar is not None:
-            bar.close()
-        logger.close()
-        self.envs.close()
-        return self.run_dir
+        self.save("final", time.perf_counter() - t_start)
+        self.stop_signal = 0  # a signal during the last iteration: the run completed anyway
 
     def _eval(self) -> dict[str, float]:
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):  # eval leaves training's RNG alone
+            return self._eval_inner()
+
+    def _eval_inner(self) -> dict[str, float]:
         r = evaluate(self.agent, self.obs_norm, self.cfg.env.id, self.cfg.eval_episodes, self.cfg.act_steps,
                      self.cfg.eval_deterministic, seed=self.cfg.seed + 100_000, max_episode_steps=self.cfg.env.max_episode_steps)
         return {"eval/return_mean": r["return_mean"], "eval/return_std": r["return_std"]}
