@@ -1,12 +1,13 @@
 """Checkpoints: one safetensors file holding weights, normaliser statistics, the config and counters.
 
 Files are written atomically (temporary file in the same folder, fsync, rename), so a crash never leaves a
-half-written checkpoint under the final name. Loading checks the format and that every tensor fits the
+half-written checkpoint under the final name, and carry a SHA-256 of their tensor data that loading checks. Loading checks the format and that every tensor fits the
 policy the config describes; any problem is a one-line :class:`NcdpoError`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -80,6 +81,8 @@ def save_checkpoint(
     tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in extra_tensors.items()})
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(to_dict(cfg))}
     header.update({k: json.dumps(v) for k, v in meta.items()})
+    blob = st_save(tensors, metadata=header)
+    header["sha256"] = hashlib.sha256(blob[8 + int.from_bytes(blob[:8], "little") :]).hexdigest()  # of the tensor data
     atomic_write_bytes(path, st_save(tensors, metadata=header))
 
 
@@ -111,13 +114,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         header = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise NcdpoError(f"checkpoint {p} is corrupt or not a safetensors file ({str(e).splitlines()[0]})") from None
+    digest = header.get("sha256")
+    if digest is not None and hashlib.sha256(data[8 + n :]).hexdigest() != digest:
+        raise NcdpoError(f"checkpoint {p} is corrupt (its tensor data does not match the checksum in its header)")
     if header.get("format") != FORMAT:
         raise NcdpoError(f"{p} is a safetensors file but not an ncdpo checkpoint (no '{FORMAT}' header)")
     if header.get("format_version") != FORMAT_VERSION:
         raise NcdpoError(f"checkpoint {p} has format version {header.get('format_version')}; this ncdpo reads {FORMAT_VERSION}")
     try:
         cfg = from_dict(json.loads(header["config"]))
-        meta = {k: json.loads(v) for k, v in header.items() if k not in ("format", "format_version", "config")}
+        meta = {k: json.loads(v) for k, v in header.items() if k not in ("format", "format_version", "config", "sha256")}
     except (KeyError, json.JSONDecodeError) as e:
         raise NcdpoError(f"checkpoint {p} has a damaged header ({e})") from None
     return Checkpoint(p, cfg, tensors, meta)

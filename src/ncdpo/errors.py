@@ -8,3 +8,11 @@ status 2; ``--debug`` shows the traceback instead.
 
 class NcdpoError(Exception):
     """An error caused by the user's input, reported as a single line by the CLI."""
+
+
+class NonFiniteError(NcdpoError):
+    """A NaN or infinity in a loss, a gradient or an observation; training stops rather than learn from it."""
+
+
+class EnvWorkerError(NcdpoError):
+    """An environment raised while stepping or resetting; the message names the env id, worker and seed."""

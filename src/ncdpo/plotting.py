@@ -86,9 +86,14 @@ def plot_runs(
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    import io
+
+    from ncdpo.checkpoint import atomic_write_bytes
+
+    png = io.BytesIO()
+    fig.savefig(png, dpi=120, format="png")
     plt.close(fig)
+    atomic_write_bytes(out, png.getvalue())
     return out
 
 

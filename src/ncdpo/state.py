@@ -99,7 +99,7 @@ def _layers(env: Any) -> list[Any]:
 
 
 def _layer_state(obj: Any) -> dict[str, Any]:
-    st: dict[str, Any] = {}
+    st: dict[str, Any] = {"__class__": type(obj).__name__}
     for k, v in vars(obj).items():
         if k in _SKIP:
             continue
@@ -119,7 +119,11 @@ def _layer_state(obj: Any) -> dict[str, Any]:
 
 
 def _set_layer_state(obj: Any, st: dict[str, Any]) -> None:
+    if st.get("__class__", type(obj).__name__) != type(obj).__name__:
+        raise ValueError(f"saved env layer {st['__class__']} where this env stack has {type(obj).__name__}")
     for k, v in st.items():
+        if k == "__class__":
+            continue
         if k == "__mujoco__":
             import mujoco
 
@@ -145,5 +149,7 @@ def set_env_state(envs: Any, st: dict[str, Any]) -> None:
         raise ValueError(f"saved state has {len(st['envs'])} envs, this vector env {len(envs.envs)}")
     _set_layer_state(envs, st["vector"])
     for e, layers in zip(envs.envs, st["envs"]):
+        if len(layers) != len(_layers(e)):
+            raise ValueError(f"saved env stack has {len(layers)} layers, this one {len(_layers(e))}")
         for layer, ls in zip(_layers(e), layers):
             _set_layer_state(layer, ls)

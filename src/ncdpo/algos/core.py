@@ -27,7 +27,7 @@ from ncdpo.algos.base import Agent
 from ncdpo.checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, load_module_state, save_checkpoint
 from ncdpo.config import TrainConfig, apply_overrides, to_dict, validate
 from ncdpo.envs.registry import done_values, env_dims, episode_stats, make_vec_env
-from ncdpo.errors import NcdpoError
+from ncdpo.errors import EnvWorkerError, NcdpoError, NonFiniteError
 from ncdpo.logger import Logger
 from ncdpo.policies.common import ObsNormalizer, RewardScaler
 from ncdpo.state import env_state, pack, rng_state, set_env_state, set_rng_state, unpack
@@ -114,6 +114,13 @@ class RolloutBuffer:
             self.store[k][t] = v
 
 
+def check_finite(x: torch.Tensor, what: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``what`` if ``x`` holds a NaN or an infinity (before any step)."""
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteError(f"non-finite {what} ({float(x.detach().float().flatten()[0]) if x.numel() == 1 else 'tensor'}); "
+                             "the update was not applied")
+
+
 def ppo_update(
     agent: Agent, optimizer: torch.optim.Optimizer, buf: RolloutBuffer, adv: torch.Tensor, returns: torch.Tensor,
     cfg: TrainConfig, train_actor: bool = True,
@@ -141,8 +148,11 @@ def ppo_update(
                 mb_store = {k: v[idx] for k, v in b_store.items()}
                 v_loss = value_loss(agent.value(b_obs[idx], mb_store), b_val[idx], b_ret[idx], p.clip_coef if p.clip_vloss else None)
                 optimizer.zero_grad(set_to_none=True)
+                check_finite(v_loss, "value loss")
                 (p.vf_coef * v_loss).backward()
-                stats["grad_norm"].append(float(nn.utils.clip_grad_norm_(params, p.max_grad_norm)))
+                gn = nn.utils.clip_grad_norm_(params, p.max_grad_norm)
+                check_finite(gn, "gradient norm")
+                stats["grad_norm"].append(float(gn))
                 optimizer.step()
                 stats["value_loss"].append(float(v_loss.detach()))
                 continue
@@ -162,9 +172,12 @@ def ppo_update(
                 break
             v_loss = value_loss(agent.value(b_obs[idx], mb_store), b_val[idx], b_ret[idx], p.clip_coef if p.clip_vloss else None)
             loss = pl.loss - p.ent_coef * entropy + p.vf_coef * v_loss
+            check_finite(pl.loss, "policy loss")
+            check_finite(v_loss, "value loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             gn = nn.utils.clip_grad_norm_(params, p.max_grad_norm)
+            check_finite(gn, "gradient norm")
             optimizer.step()
             for k, v in (("policy_loss", pl.loss), ("value_loss", v_loss), ("entropy", entropy), ("approx_kl", pl.approx_kl), ("clipfrac", pl.clipfrac), ("grad_norm", gn)):
                 stats[k].append(float(v.detach()) if torch.is_tensor(v) else float(v))
@@ -401,7 +414,10 @@ class Trainer:
         self.reward_scaler.rms.var, self.reward_scaler.rms.count = rs["var"], rs["count"]
         self.iteration, self.env_steps = int(ck.meta["iteration"]), int(ck.meta["env_steps"])
         self.wall_offset, self.recent, self.obs = float(st["wall_s"]), list(st["recent"]), st["obs"]
-        set_env_state(self.envs, st["env"])
+        try:
+            set_env_state(self.envs, st["env"])
+        except ValueError as e:
+            raise NcdpoError(f"checkpoint {ck.path} holds env state that does not fit this env ({e})") from None
         set_rng_state(st["rng"])
         self.resumed_from = ck.path
 
@@ -471,12 +487,19 @@ class Trainer:
             raw_obs, _ = self.envs.reset(seed=cfg.seed)
             self.obs = self.obs_norm(raw_obs, update=cfg.env.update_obs_norm)
         obs = self.obs
-        with stop_on_signals(self):
-            self._loop(logger, buf, bar, obs, t_start)
-        if bar is not None:
-            bar.close()
-        logger.close()
-        self.envs.close()
+        try:
+            with stop_on_signals(self):
+                self._loop(logger, buf, bar, obs, t_start)
+        except (NonFiniteError, EnvWorkerError) as e:
+            ck = sorted((self.run_dir / "checkpoints").glob("*.safetensors"))
+            last = f"last checkpoint {ck[-1]}" if ck else "no checkpoint was written yet"
+            raise NcdpoError(f"iteration {self.iteration}: {e}; training stopped ({last}; "
+                             f"continue with: ncdpo train --resume {self.run_dir})") from e
+        finally:
+            if bar is not None:
+                bar.close()
+            logger.close()
+            self.envs.close()
         return self.run_dir
 
     def _loop(self, logger: Logger, buf: RolloutBuffer, bar: Any, obs: np.ndarray, t_start: float) -> None:
@@ -499,6 +522,10 @@ class Trainer:
                     out = self.agent.act(obs_t)
                     value = self.agent.value(obs_t, out.store)
                 raw_obs, reward, term, trunc, info = self.envs.step(out.action.cpu().numpy())
+                bad = ~(np.isfinite(raw_obs).all(axis=1) & np.isfinite(reward))
+                if bad.any():
+                    raise NonFiniteError(f"non-finite observation or reward from env {cfg.env.id} worker(s) "
+                                         f"{np.nonzero(bad)[0].tolist()}")
                 done = term | trunc
                 it_steps += int(done_values(info, "env_steps", done).sum())
                 for r, length in episode_stats(info, done):
@@ -523,9 +550,6 @@ class Trainer:
             adv, returns = compute_gae(buf.rewards, buf.values, buf.dones, last_value, p.gamma, p.gae_lambda)
             metrics = ppo_update(self.agent, self.optimizer, buf, adv, returns, cfg, train_actor=self.iteration > p.critic_warmup_iters)
             t_update = time.perf_counter() - t0
-            for k, v in metrics.items():
-                if k.startswith("losses/") and isinstance(v, float) and math.isinf(v):
-                    raise NcdpoError(f"iteration {self.iteration}: {k} is infinite; stopping (last checkpoint kept)")
 
             # ---- evaluation, logging, checkpoints
             ev = {"eval/return_mean": math.nan, "eval/return_std": math.nan}

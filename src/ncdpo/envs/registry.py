@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from ncdpo.envs.wrappers import ActionChunk
+from ncdpo.envs.wrappers import ActionChunk, WorkerGuard
 from ncdpo.errors import NcdpoError
 
 
@@ -76,7 +76,7 @@ def make_env(env_id: str, act_steps: int = 1, max_episode_steps: int = 0) -> gym
 def make_vec_env(env_id: str, n_envs: int, act_steps: int = 1, max_episode_steps: int = 0) -> SyncVectorEnv:
     """``n_envs`` chunked envs stepped in lock-step; finished envs reset in the same step (final obs in info)."""
     make_env(env_id, act_steps, max_episode_steps).close()  # fail fast, with a clear message, in this process
-    fns = [lambda: make_env(env_id, act_steps, max_episode_steps) for _ in range(n_envs)]
+    fns = [lambda i=i: WorkerGuard(make_env(env_id, act_steps, max_episode_steps), env_id, i) for i in range(n_envs)]
     return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
 
 

@@ -7,6 +7,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from ncdpo.errors import EnvWorkerError
+
 
 class ActionChunk(gym.Wrapper):
     """Execute a chunk of ``act_steps`` normalised actions per step.
@@ -40,3 +42,31 @@ class ActionChunk(gym.Wrapper):
         info = dict(info)
         info["env_steps"] = i + 1
         return obs, total, terminated, truncated, info
+
+
+class WorkerGuard(gym.Wrapper):
+    """Re-raise any exception of the wrapped env as :class:`EnvWorkerError` naming the env id, the worker
+    index in the vector env and its seed, so a crash deep in a simulator is reported as one clear line."""
+
+    def __init__(self, env: gym.Env, env_id: str, index: int) -> None:
+        super().__init__(env)
+        self.env_id, self.index, self.seed = env_id, index, None
+
+    def _fail(self, what: str, e: Exception) -> EnvWorkerError:
+        first = str(e).splitlines()[0] if str(e) else ""
+        return EnvWorkerError(f"env {self.env_id} (worker {self.index}, seed {self.seed}) raised {type(e).__name__} "
+                              f"in {what}: {first}")
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
+        if seed is not None:
+            self.seed = seed
+        try:
+            return self.env.reset(seed=seed, options=options)
+        except Exception as e:
+            raise self._fail("reset", e) from e
+
+    def step(self, action):  # type: ignore[override]
+        try:
+            return self.env.step(action)
+        except Exception as e:
+            raise self._fail("step", e) from e
