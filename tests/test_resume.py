@@ -131,3 +131,24 @@ def test_a_finished_run_continues_with_a_larger_budget(tmp_path, reference):
     r = rows(tmp_path / "run")
     assert len(r) > n and r[:n] == rows(reference["ppo"]) and int(r[-1]["env_steps"]) >= 3200
     assert [int(x["iteration"]) for x in r] == list(range(1, len(r) + 1))
+
+
+def pretrain_argv(tmp_path, name):
+    return ["pretrain", "--dataset", "shipped:Hopper-v5", "--horizon", "4", "--act-steps", "4", "--diffusion.denoising-steps", "4",
+            "--diffusion.hidden-dim", "32", "--pretrain.steps", "800", "--pretrain.batch-size", "64", "--pretrain.log-every", "50",
+            "--pretrain.warmup-steps", "20", "--save-every", "1", "--keep-checkpoints", "0", "--out-dir", str(tmp_path),
+            "--run-name", name, "--progress", "false", "--tensorboard", "false", "--seed", "2", "--torch-threads", "1"]
+
+
+def test_pretrain_sigkill_then_resume_is_bitwise_identical(tmp_path):
+    assert main(pretrain_argv(tmp_path, "ref")) == 0
+    proc = start(pretrain_argv(tmp_path, "run"))
+    wait_for(tmp_path / "run" / "checkpoints" / "iter_000300.safetensors", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(["pretrain", "--resume", str(tmp_path / "run")]) == 0
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_s"} for r in rs]  # noqa: E731
+    with open(tmp_path / "ref" / "progress.csv") as f, open(tmp_path / "run" / "progress.csv") as g:
+        assert strip(csv.DictReader(f)) == strip(csv.DictReader(g))
+    assert_same_weights = weights(tmp_path / "ref"), weights(tmp_path / "run")
+    assert all(torch.equal(v, assert_same_weights[1][k]) for k, v in assert_same_weights[0].items())

@@ -61,6 +61,8 @@ def build_parser() -> _Parser:
     pt = sub.add_parser("pretrain", help="behaviour-clone a diffusion policy on a dataset")
     pt.add_argument("--config", metavar="FILE", help="JSON/YAML file of config values (nested or dotted keys)")
     pt.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    pt.add_argument("--resume", metavar="RUN_DIR", help="continue a pretrain run from its newest checkpoint; only "
+                    + ", ".join(f"--{k.replace('_', '-')}" for k in PRETRAIN_RESUME_OVERRIDABLE) + " may be given with it")
     pt.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     _add_config_options(pt)
     pt.add_argument("--dataset", dest="pretrain.dataset", default=argparse.SUPPRESS, metavar="FILE", help="short for --pretrain.dataset")
@@ -103,6 +105,8 @@ def build_parser() -> _Parser:
 # Fields that may change when a run is resumed: they do not alter what the run has computed so far.
 RESUME_OVERRIDABLE = ("total_env_steps", "progress", "eval_every", "eval_episodes", "save_every", "keep_checkpoints",
                       "tensorboard", "torch_threads")
+PRETRAIN_RESUME_OVERRIDABLE = ("pretrain.steps", "progress", "eval_every", "eval_episodes", "save_every",
+                               "keep_checkpoints", "tensorboard", "torch_threads")
 
 # Fields a run started with ``--init CHECKPOINT`` takes from the checkpoint (the policy's architecture, its
 # task and its observation normalisation) unless the config file or the command line sets them.
@@ -164,15 +168,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from ncdpo.config import to_dict
 
     if args.resume:
-        if extra:
-            raise NcdpoError(f"unknown option {extra[0]} for ncdpo train")
-        given = {k: v for k, v in vars(args).items() if k in flat_fields()}
-        fixed = [k for k in given if k not in RESUME_OVERRIDABLE]
-        if fixed or args.config:
-            what = f"--{fixed[0].replace('_', '-')}" if fixed else "--config"
-            raise NcdpoError(f"{what} cannot be changed when resuming (the run keeps its own config); "
-                             f"allowed with --resume: {', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDABLE)}")
-        trainer = Trainer.resume(args.resume, given)
+        trainer = Trainer.resume(args.resume, _resume_overrides(args, extra, RESUME_OVERRIDABLE))
         print(f"resuming {trainer.run_dir} from {trainer.resumed_from} (iteration {trainer.iteration}, "
               f"{trainer.env_steps} env steps)", flush=True)
         return _run_trainer(trainer)
@@ -192,10 +188,26 @@ def _run_trainer(trainer: Any) -> int:
     return 0
 
 
+def _resume_overrides(args: argparse.Namespace, extra: Sequence[str], allowed: Sequence[str]) -> dict[str, Any]:
+    """The config options given with ``--resume`` (only ``allowed`` ones may be)."""
+    if extra:
+        raise NcdpoError(f"unknown option {extra[0]}")
+    given = {k: v for k, v in vars(args).items() if k in flat_fields()}
+    fixed = [k for k in given if k not in allowed]
+    if fixed or args.config:
+        what = f"--{fixed[0].replace('_', '-')}" if fixed else "--config"
+        raise NcdpoError(f"{what} cannot be changed when resuming (the run keeps its own config); "
+                         f"allowed with --resume: {', '.join('--' + k.replace('_', '-') for k in allowed)}")
+    return given
+
+
 def cmd_pretrain(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from ncdpo.config import to_dict
     from ncdpo.data.dataset import load_dataset
-    from ncdpo.data.pretrain import pretrain
+    from ncdpo.data.pretrain import pretrain, resume_pretrain
+
+    if args.resume:
+        return resume_pretrain(args.resume, _resume_overrides(args, extra, PRETRAIN_RESUME_OVERRIDABLE))[1]
 
     file_values = load_config_file(args.config) if args.config else {}
     ds_path = vars(args).get("pretrain.dataset", file_values.get("pretrain.dataset", ""))
@@ -204,8 +216,7 @@ def cmd_pretrain(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    pretrain(cfg)
-    return 0
+    return pretrain(cfg)[1]
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
