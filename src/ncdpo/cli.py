@@ -22,6 +22,10 @@ from ncdpo.errors import NcdpoError
 class _Parser(argparse.ArgumentParser):
     """argparse that raises :class:`NcdpoError` (one line) instead of printing usage and exiting."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # --ppo.clip must not silently mean --ppo.clip-coef
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> typing.NoReturn:
         raise NcdpoError(f"{self.prog}: {message} (see {self.prog} --help)")
 

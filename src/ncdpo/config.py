@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import json
 import math
+import re
 import textwrap
 import typing
 from dataclasses import dataclass, field
@@ -329,8 +330,8 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError("must be a number")
             v = float(value)
-            if math.isnan(v):
-                raise ValueError("must be a number, not nan")
+            if not math.isfinite(v):
+                raise ValueError(f"must be a finite number, not {v}")
             return v
         if tp is str:
             if not isinstance(value, str):
@@ -428,6 +429,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     )
     need(cfg.env.n_envs >= 1, f"env.n_envs must be >= 1 (got {cfg.env.n_envs})")
     need(cfg.env.max_episode_steps >= 0, "env.max_episode_steps must be >= 0")
+    need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device) is not None,
+         f"device must be auto, cpu, cuda, cuda:N or mps (got {cfg.device!r})")
+    need(cfg.env.clip_obs > 0, f"env.clip_obs must be positive (got {cfg.env.clip_obs})")
+    need(cfg.ppo.vf_coef >= 0, f"ppo.vf_coef must be >= 0 (got {cfg.ppo.vf_coef})")
     need(cfg.save_every >= 1, f"save_every must be >= 1 (got {cfg.save_every})")
     need(cfg.eval_every >= 0, "eval_every must be >= 0")
     need(cfg.eval_episodes >= 1, f"eval_episodes must be >= 1 (got {cfg.eval_episodes})")
@@ -438,15 +443,20 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(p.update_epochs >= 1, f"ppo.update_epochs must be >= 1 (got {p.update_epochs})")
     need(p.minibatch_size >= 1, f"ppo.minibatch_size must be >= 1 (got {p.minibatch_size})")
     need(p.clip_coef > 0, f"ppo.clip_coef must be positive (got {p.clip_coef})")
-    need(p.actor_lr > 0 and p.critic_lr > 0, "ppo.actor_lr and ppo.critic_lr must be positive")
+    need(p.actor_lr > 0, f"ppo.actor_lr must be positive (got {p.actor_lr})")
+    need(p.critic_lr > 0, f"ppo.critic_lr must be positive (got {p.critic_lr})")
     need(p.max_grad_norm > 0, "ppo.max_grad_norm must be positive")
     need(p.target_kl >= 0, "ppo.target_kl must be >= 0")
     need(p.critic_warmup_iters >= 0, "ppo.critic_warmup_iters must be >= 0")
     need(cfg.keep_checkpoints >= 0, "keep_checkpoints must be >= 0")
     b = cfg.pretrain
-    need(b.steps >= 1 and b.batch_size >= 1, "pretrain.steps and pretrain.batch_size must be >= 1")
-    need(b.lr > 0 and 0 <= b.lr_min <= b.lr, "pretrain.lr must be positive and pretrain.lr_min in [0, lr]")
-    need(b.warmup_steps >= 0 and b.weight_decay >= 0 and b.log_every >= 1, "pretrain.warmup_steps/weight_decay must be >= 0, log_every >= 1")
+    need(b.steps >= 1, f"pretrain.steps must be >= 1 (got {b.steps})")
+    need(b.batch_size >= 1, f"pretrain.batch_size must be >= 1 (got {b.batch_size})")
+    need(b.lr > 0, f"pretrain.lr must be positive (got {b.lr})")
+    need(0 <= b.lr_min <= b.lr, f"pretrain.lr_min must be in [0, pretrain.lr={b.lr}] (got {b.lr_min})")
+    need(b.warmup_steps >= 0, f"pretrain.warmup_steps must be >= 0 (got {b.warmup_steps})")
+    need(b.weight_decay >= 0, f"pretrain.weight_decay must be >= 0 (got {b.weight_decay})")
+    need(b.log_every >= 1, f"pretrain.log_every must be >= 1 (got {b.log_every})")
     need(0.0 <= b.ema_decay < 1.0, f"pretrain.ema_decay must be in [0, 1) (got {b.ema_decay})")
     d = cfg.diffusion
     need(d.denoising_steps >= 1, f"diffusion.denoising_steps must be >= 1 (got {d.denoising_steps})")
@@ -455,23 +465,29 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         f"diffusion.ddim_steps must be between 1 and denoising_steps={d.denoising_steps} (got {d.ddim_steps})",
     )
     need(0.0 <= d.ddim_eta, "diffusion.ddim_eta must be >= 0")
-    need(d.hidden_dim >= 1 and d.num_blocks >= 0 and d.time_dim >= 2, "diffusion sizes must be positive")
+    need(d.hidden_dim >= 1, f"diffusion.hidden_dim must be >= 1 (got {d.hidden_dim})")
+    need(d.num_blocks >= 0, f"diffusion.num_blocks must be >= 0 (got {d.num_blocks})")
+    need(d.time_dim >= 2, f"diffusion.time_dim must be >= 2 (got {d.time_dim})")
     need(d.time_dim % 2 == 0, f"diffusion.time_dim must be even (got {d.time_dim})")
-    need(d.sigma_exp_start > 0 and d.sigma_exp_end > 0, "diffusion.sigma_exp_start/end must be positive")
+    need(d.sigma_exp_start > 0, f"diffusion.sigma_exp_start must be positive (got {d.sigma_exp_start})")
+    need(d.sigma_exp_end > 0, f"diffusion.sigma_exp_end must be positive (got {d.sigma_exp_end})")
     need(
         0 < d.sigma_exp_min <= d.sigma_exp_start <= d.sigma_exp_max,
         "diffusion.sigma_exp_start must lie in [sigma_exp_min, sigma_exp_max] with sigma_exp_min > 0",
     )
-    need(d.min_chain_std >= 0 and d.denoised_clip >= 0, "diffusion.min_chain_std/denoised_clip must be >= 0")
+    need(d.min_chain_std >= 0, f"diffusion.min_chain_std must be >= 0 (got {d.min_chain_std})")
+    need(d.denoised_clip >= 0, f"diffusion.denoised_clip must be >= 0 (got {d.denoised_clip})")
     n_chain = d.ddim_steps if d.sampler == "ddim" else d.denoising_steps
     q = cfg.dppo
     if cfg.algo == "dppo":
         need(1 <= q.ft_denoising_steps <= n_chain,
              f"dppo.ft_denoising_steps (K') must be between 1 and the chain length {n_chain} (got {q.ft_denoising_steps})")
-    need(q.min_sampling_std > 0 and q.min_logprob_std > 0, "dppo.min_sampling_std and dppo.min_logprob_std must be positive")
+    need(q.min_sampling_std > 0, f"dppo.min_sampling_std must be positive (got {q.min_sampling_std})")
+    need(q.min_logprob_std > 0, f"dppo.min_logprob_std must be positive (got {q.min_logprob_std})")
     need(0 < q.gamma_denoise <= 1, f"dppo.gamma_denoise must be in (0, 1] (got {q.gamma_denoise})")
-    need(0 < q.clip_coef_base and q.clip_coef_rate > 0 and q.randn_clip > 0,
-         "dppo.clip_coef_base, dppo.clip_coef_rate and dppo.randn_clip must be positive")
+    need(q.clip_coef_base > 0, f"dppo.clip_coef_base must be positive (got {q.clip_coef_base})")
+    need(q.clip_coef_rate > 0, f"dppo.clip_coef_rate must be positive (got {q.clip_coef_rate})")
+    need(q.randn_clip > 0, f"dppo.randn_clip must be positive (got {q.randn_clip})")
     need(all(h >= 1 for h in cfg.gaussian.hidden_dims), "gaussian.hidden_dims must be positive")
     need(all(h >= 1 for h in cfg.critic.hidden_dims), "critic.hidden_dims must be positive")
     return cfg
