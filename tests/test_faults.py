@@ -106,3 +106,26 @@ def test_flipped_bit_in_a_checkpoint_is_caught_by_the_checksum(tmp_path, capsys)
     path.write_bytes(bytes(data))
     assert main(["eval", str(path), "--episodes", "1"]) == 2
     assert "checksum" in one_line(capsys)
+
+
+def test_disk_full_while_checkpointing_keeps_the_earlier_checkpoints(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import ncdpo.checkpoint as ckmod
+
+    calls = {"n": 0}
+    real_fsync = ckmod.os.fsync
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] == 4:  # config.json, iter 1, iter 2, then iteration 3's checkpoint
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(ckmod.os, "fsync", fsync)
+    assert main(args(tmp_path, "full")) == 2
+    err = one_line(capsys)
+    assert "could not write" in err and "iter_000003.safetensors" in err and "No space left on device" in err, err
+    files = saved_checkpoints_are_good(tmp_path / "full")
+    assert [f.name for f in files] == ["iter_000001.safetensors", "iter_000002.safetensors"]
+    assert not list((tmp_path / "full" / "checkpoints").glob("*.tmp"))

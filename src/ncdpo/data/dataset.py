@@ -109,10 +109,11 @@ class Dataset:
 
         validate_dataset(self)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+        tmp = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
             with h5py.File(tmp, "w") as f:
                 g = f.create_group("data")
                 g.attrs.update(
@@ -128,9 +129,14 @@ class Dataset:
                     d.create_dataset("rewards", data=e.rewards.astype(np.float32), **opts)
                     d.create_dataset("dones", data=e.dones.astype(bool), **opts)
                     d.attrs.update(num_samples=len(e), truncated=bool(e.truncated))
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+        except BaseException as e:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise NcdpoError(f"could not write dataset {path}: {e.strerror or e} (an existing file there was left as it was)") from e
             raise
         return path
 
