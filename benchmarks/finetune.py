@@ -6,7 +6,7 @@
 Each (task, algo, seed) run is ``ncdpo train --algo <algo> --init shipped:<task> --config <config>`` with
 ``configs/finetune_locomotion.yaml`` for NCDPO and ``configs/dppo_locomotion.yaml`` for DPPO, writing into
 ``benchmarks/results/finetune/<task>/<task>__<algo>__s<seed>``. Resumable: a run whose final
-checkpoint exists is not redone, an unfinished one is restarted. Then every final checkpoint and the BC
+checkpoint exists is not redone, an interrupted one is continued from its last checkpoint (``ncdpo train --resume``). Then every final checkpoint and the BC
 checkpoint are evaluated with the same protocol (``--episodes`` deterministic episodes, fixed seed) and
 ``summary.csv``, ``table.md`` and one ``curves_<task>.png`` per task (logged evaluation return, mean ± std
 over seeds) are written. The raw ``progress.csv`` of every run is kept. ``--summarize`` only rebuilds the
@@ -38,6 +38,12 @@ def finished(run: Path) -> bool:
     """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its eval.json, exists."""
     return (run / "checkpoints" / "final.safetensors").is_file() or (run / "eval.json").is_file()
 
+def resumable(run: Path) -> bool:
+    """An interrupted run with a checkpoint that ``ncdpo train --resume`` can continue."""
+    ck = run / "checkpoints"
+    return ck.is_dir() and any(ck.glob("iter_*.safetensors"))
+
+
 
 def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
     name = f"{task}__{algo}__s{seed}"
@@ -47,8 +53,10 @@ def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
     cmd = [*NCDPO, "train", "--algo", algo, "--init", f"shipped:{task}", "--config", str(CONFIGS[algo]), "--seed", str(seed),
            "--total-env-steps", str(steps), "--out-dir", str(out), "--run-name", name, "--overwrite",
            "--torch-threads", "1", "--progress", "false", "--keep-checkpoints", "2"]
+    if resumable(run):  # continue an interrupted run where its last checkpoint left it
+        cmd = [*NCDPO, "train", "--resume", str(run), "--progress", "false"]
     t0 = time.time()
-    with open(out / f"{name}.log", "w") as log:
+    with open(out / f"{name}.log", "a") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
     if rc != 0:
         raise SystemExit(f"{name} failed (exit {rc}); see {out / (name + '.log')}")

@@ -4,7 +4,7 @@
 
 Each (algo, seed) run is an ordinary ``ncdpo train`` subprocess writing into
 ``benchmarks/results/from_scratch/<env>/<env>__<algo>__s<seed>``. The harness is resumable: a run whose
-final checkpoint exists is not redone, an unfinished one is restarted. When all runs are done it evaluates
+final checkpoint exists is not redone, an interrupted one is continued from its last checkpoint (``ncdpo train --resume``). When all runs are done it evaluates
 each final checkpoint (10 deterministic episodes), then writes ``summary.csv`` (return per run at fixed
 step counts), ``table.md`` (mean ± std across seeds) and ``curves.png``. The raw ``progress.csv`` of every
 run is kept so anyone can re-plot. ``--summarize`` only rebuilds the summary from existing runs.
@@ -29,7 +29,7 @@ NCDPO = [sys.executable, "-m", "ncdpo.cli"]
 
 # Settings shared by both algorithms, then each algorithm's own (the defaults of ncdpo train otherwise).
 COMMON = ["--env.n-envs", "16", "--ppo.n-steps", "128", "--ppo.minibatch-size", "256", "--ppo.update-epochs", "10",
-          "--horizon", "1", "--act-steps", "1", "--torch-threads", "1", "--save-every", "1000", "--progress", "false"]
+          "--horizon", "1", "--act-steps", "1", "--torch-threads", "1", "--save-every", "10", "--keep-checkpoints", "1", "--progress", "false"]
 # Variants: label -> (algo, its own options). "ncdpo" explores like MLP+PPO (a learnable, state-independent
 # std starting at 1.0, in the normalised action space); "ncdpo-sigma0.3" is the first setting we ran (fixed
 # std 0.3), kept for the record.
@@ -50,6 +50,12 @@ def finished(run: Path) -> bool:
     """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its eval.json, exists."""
     return (run / "checkpoints" / "final.safetensors").is_file() or (run / "eval.json").is_file()
 
+def resumable(run: Path) -> bool:
+    """An interrupted run with a checkpoint that ``ncdpo train --resume`` can continue."""
+    ck = run / "checkpoints"
+    return ck.is_dir() and any(ck.glob("iter_*.safetensors"))
+
+
 
 def run_one(env: str, algo: str, seed: int, steps: int, out: Path) -> str:
     name = f"{env}__{algo}__s{seed}"
@@ -59,8 +65,10 @@ def run_one(env: str, algo: str, seed: int, steps: int, out: Path) -> str:
     algo_name, algo_args = VARIANTS[algo]
     cmd = [*NCDPO, "train", "--algo", algo_name, "--env", env, "--seed", str(seed), "--total-env-steps", str(steps),
            "--out-dir", str(out), "--run-name", name, "--overwrite", *COMMON, *algo_args]
+    if resumable(run):  # continue an interrupted run where its last checkpoint left it
+        cmd = [*NCDPO, "train", "--resume", str(run), "--progress", "false"]
     t0 = time.time()
-    with open(out / f"{name}.log", "w") as log:
+    with open(out / f"{name}.log", "a") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
     if rc != 0:
         raise SystemExit(f"{name} failed (exit {rc}); see {out / (name + '.log')}")

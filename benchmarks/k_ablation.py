@@ -58,6 +58,12 @@ def finished(run: Path) -> bool:
     """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its eval.json, exists."""
     return (run / "checkpoints" / "final.safetensors").is_file() or (run / "eval.json").is_file()
 
+def resumable(run: Path) -> bool:
+    """An interrupted run with a checkpoint that ``ncdpo train --resume`` can continue."""
+    ck = run / "checkpoints"
+    return ck.is_dir() and any(ck.glob("iter_*.safetensors"))
+
+
 
 def run_one(name: str, init: str, extra: list[str], seed: int, steps: int, out: Path) -> str:
     run_name = f"{name}__s{seed}"
@@ -67,8 +73,10 @@ def run_one(name: str, init: str, extra: list[str], seed: int, steps: int, out: 
     cmd = [*NCDPO, "train", "--init", init, "--config", str(CONFIG), *extra, "--seed", str(seed), "--total-env-steps",
            str(steps), "--out-dir", str(out), "--run-name", run_name, "--overwrite", "--torch-threads", "1",
            "--progress", "false", "--keep-checkpoints", "1"]
+    if resumable(run):  # continue an interrupted run where its last checkpoint left it
+        cmd = [*NCDPO, "train", "--resume", str(run), "--progress", "false"]
     t0 = time.time()
-    with open(out / f"{run_name}.log", "w") as log:
+    with open(out / f"{run_name}.log", "a") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
     if rc != 0:
         raise SystemExit(f"{run_name} failed (exit {rc}); see {out / (run_name + '.log')}")
