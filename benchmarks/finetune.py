@@ -70,6 +70,17 @@ def evaluate(target: str, res: Path, episodes: int) -> dict:
     return json.loads(res.read_text())
 
 
+def peak_mem(log: list[dict]) -> float:
+    """Largest logged peak memory of a run (NaN for runs logged before the metric existed)."""
+    vals = [float(r["perf/peak_mem_mb"]) for r in log if r.get("perf/peak_mem_mb")]
+    return max(vals) if vals else float("nan")
+
+
+def finite_mean(xs: list[float]) -> float:
+    vals = [x for x in xs if np.isfinite(x)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def steps_to_reach(runs: list[Path], target: float) -> float:
     """First env step at which the seed-averaged logged evaluation return reaches ``target`` (nan if never)."""
     sys.path.insert(0, str(REPO / "src"))
@@ -114,7 +125,7 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
                 walls.append(float(log[-1]["wall_s"]))
                 steps.append(int(log[-1]["env_steps"]))
                 upd.append(np.mean([float(r["perf/update_s"]) for r in log]))
-                mem.append(max(float(r.get("perf/peak_mem_mb") or "nan") for r in log))
+                mem.append(peak_mem(log))
                 runs.append(run)
                 rows.append([task, algo, seed, ev["return_mean"], ev["return_std"], bc["return_mean"], int(log[-1]["env_steps"]),
                              float(log[-1]["wall_s"])])
@@ -127,7 +138,7 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
                 f"| {task} | {algo} | {summary['expert_return']:.0f} | {d['complete_return_mean']:.0f} ± "
                 f"{d['complete_return_std']:.0f} ({d['transitions']} transitions) | {bc['return_mean']:.0f} ± {bc['return_std']:.0f} | "
                 f"{ft.mean():.0f} ± {ft.std():.0f} | {int(np.mean(steps))} | {len(ft)} | {ft.mean() / bc['return_mean']:.2f} | "
-                f"{np.mean(walls):.0f} | {np.mean(upd):.2f} | {np.mean(mem):.0f} |"
+                f"{np.mean(walls):.0f} | {np.mean(upd):.2f} | {finite_mean(mem):.0f} |"
             )
         if {"ncdpo", "dppo"} <= finals_by_algo.keys():
             target = finals_by_algo["dppo"][0]
