@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ncdpo.checkpoint import AtomicText, atomic_write_text
+
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 NCDPO = [sys.executable, "-m", "ncdpo.cli"]
@@ -149,12 +151,12 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
         if task_runs:
             plot_runs(task_runs, out / f"curves_{task}.png", y="eval/return_mean",
                       title=f"{task}: fine-tuning from BC ({bc['return_mean']:.0f}), mean ± std over seeds")
-    with open(root / "summary.csv", "w", newline="") as f:
+    with AtomicText(root / "summary.csv") as f:
         w = csv.writer(f)
         w.writerow(["task", "algo", "seed", "final_eval_return", "final_eval_std", "bc_eval_return", "env_steps", "wall_s"])
         w.writerows(rows)
     md = "\n".join(lines + ([""] + notes if notes else [])) + "\n"
-    (root / "table.md").write_text(md)
+    atomic_write_text(root / "table.md", md)
     return md
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ncdpo.checkpoint import AtomicText, atomic_write_text
+
 ROOT = Path(__file__).resolve().parent
 NCDPO = [sys.executable, "-m", "ncdpo.cli"]
 
@@ -112,7 +114,7 @@ def summarize(env: str, algos: list[str], seeds: list[int], steps: int, out: Pat
             rows.append([algo, seed, *vals, ev, float(last["wall_s"]), int(last["env_steps"]), upd, mem])
             table.setdefault(algo, []).append([*vals, ev])
             cost.setdefault(algo, []).append([upd, mem, float(last["wall_s"])])
-    with open(out / "summary.csv", "w", newline="") as f:
+    with AtomicText(out / "summary.csv") as f:
         w = csv.writer(f)
         w.writerow(["algo", "seed", *[f"return@{m}" for m in marks], "final_eval_return", "wall_s", "env_steps",
                     "s_per_iteration", "peak_mem_mb"])
@@ -133,7 +135,7 @@ def summarize(env: str, algos: list[str], seeds: list[int], steps: int, out: Pat
         r = np.mean(np.asarray(table["ncdpo"])[:, len(marks) - 1]) / np.mean(np.asarray(table["ppo"])[:, len(marks) - 1])
         lines += ["", f"NCDPO / MLP+PPO mean training return at {marks[-1] // 1000}k steps: {r:.2f}"]
     md = "\n".join(lines) + "\n"
-    (out / "table.md").write_text(md)
+    atomic_write_text(out / "table.md", md)
     runs = [out / f"{env}__{a}__s{s}" for a in algos for s in seeds if (out / f"{env}__{a}__s{s}" / "progress.csv").is_file()]
     if runs:
         plot_runs(runs, out / "curves.png", smooth_window=5, title=f"{env}: from scratch, mean ± std over seeds")

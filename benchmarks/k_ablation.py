@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ncdpo.checkpoint import AtomicText, atomic_write_text
+
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 NCDPO = [sys.executable, "-m", "ncdpo.cli"]
@@ -114,14 +116,14 @@ def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes
     if len(means) > 1:
         vals = np.asarray(list(means.values()))
         lines += ["", f"Spread of the variants' mean final return: (max - min) / mean = {(vals.max() - vals.min()) / vals.mean():.2f}"]
-    with open(out / "summary.csv", "w", newline="") as f:
+    with AtomicText(out / "summary.csv") as f:
         w = csv.writer(f)
         w.writerow(["variant", "seed", "final_eval_return", "env_steps", "update_s_per_iter", "wall_s"])
         w.writerows(rows)
     if runs:
         plot_runs(runs, out / "curves.png", y="eval/return_mean", title=f"{task}: NCDPO fine-tuning vs K, mean ± std over seeds")
     md = "\n".join(lines) + "\n"
-    (out / "table.md").write_text(md)
+    atomic_write_text(out / "table.md", md)
     return md
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ncdpo.checkpoint import AtomicText
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -136,7 +138,7 @@ def main() -> None:
             rows += [(f"K={K},grad_checkpoint={ck}", "update_peak_mib", m["peak_mib"]),
                      (f"K={K},grad_checkpoint={ck}", "one_epoch_update_s", m["update_s"])]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
+    with AtomicText(args.out) as f:
         w = csv.writer(f)
         w.writerow(["setting", "metric", "value"])
         w.writerows(rows)

@@ -8,6 +8,7 @@ policy the config describes; any problem is a one-line :class:`NcdpoError`.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -45,6 +46,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if isinstance(e, OSError):  # disk full, permissions, ...: the old file (if any) is untouched
             raise NcdpoError(f"could not write {path}: {e.strerror or e} (an existing file there was left as it was)") from e
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write_bytes` for UTF-8 text (result tables, CSV summaries, JSON)."""
+    atomic_write_bytes(path, text.encode())
+
+
+class AtomicText(io.StringIO):
+    """``with AtomicText(path) as f: ...`` collects text and writes it atomically when the block succeeds."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(newline="")
+        self.path = Path(path)
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is None:
+            atomic_write_text(self.path, self.getvalue())
+        super().__exit__(exc_type, *rest)
 
 
 @dataclass
