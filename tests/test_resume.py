@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,10 +51,22 @@ def wait_for(path, proc, timeout=240):
         time.sleep(0.05)
 
 
+def tb_points(run, tag="losses/value_loss"):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(Path(run) / "tb"), purge_orphaned_data=True)
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
 def assert_same_as(reference, run):
     assert rows(run) == rows(reference)
     wa, wb = weights(reference), weights(run)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # TensorBoard: the points written after the checkpoint by the killed process are purged, none is missing
+    pa, pb = tb_points(reference), tb_points(run)
+    assert [p[0] for p in pb] == [p[0] for p in pa] and len({p[0] for p in pb}) == len(pb)
+    np.testing.assert_allclose([p[1] for p in pb], [p[1] for p in pa], rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
