@@ -234,7 +234,7 @@ def test_shipped_names_resolve_or_fail_clearly(tmp_path, monkeypatch):
     assert str(shipped.resolve("runs/x", "checkpoint")) == "runs/x"
 
 
-@pytest.mark.parametrize("task", ["Hopper-v5"])
+@pytest.mark.parametrize("task", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
 def test_shipped_assets_load_and_act(task, capsys):
     import ncdpo.shipped as shipped
 
