@@ -261,9 +261,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"{cfg.env.id} {cfg.algo} ({ck.path}, {ck.meta.get('env_steps', '?')} env steps): "
         f"return {res['return_mean']:.1f} ± {res['return_std']:.1f} over {args.episodes} episodes ({mode}), "
         f"mean length {res['length_mean']:.0f}"
+        + (f", success rate {res['success_rate']:.2f}" if res["success_rate"] == res["success_rate"] else "")
     )
     if args.json:
-        payload = {"checkpoint": str(ck.path), "env_id": cfg.env.id, "algo": cfg.algo, "mode": mode, **res}
+        clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in res.items()}
+        clean["successes"] = [None if x != x else x for x in res["successes"]]
+        payload = {"checkpoint": str(ck.path), "env_id": cfg.env.id, "algo": cfg.algo, "mode": mode, **clean}
         atomic_write_bytes(args.json, json.dumps(payload, indent=2).encode())
     return 0
 

@@ -215,6 +215,7 @@ def evaluate(
     device = next(agent.parameters()).device
     returns: list[float] = []
     lengths: list[int] = []
+    successes: list[float] = []
     got = np.zeros(n_envs, np.int64)
     obs, _ = envs.reset(seed=seed)
     while (got < quota).any():
@@ -222,17 +223,23 @@ def evaluate(
         obs, _, term, trunc, info = envs.step(out.action.cpu().numpy())
         done = term | trunc
         ep = info.get("final_info", {}).get("episode")
+        succ = done_values(info, "is_success", done, default=math.nan)
         for i in np.nonzero(done)[0]:
             if got[i] < quota[i]:
                 returns.append(float(ep["r"][i]))
                 lengths.append(int(ep["l"][i]))
+                successes.append(float(succ[i]))
                 got[i] += 1
     envs.close()
+    known = [x for x in successes if not math.isnan(x)]
     return {
         "return_mean": float(np.mean(returns)),
         "return_std": float(np.std(returns)),
         "length_mean": float(np.mean(lengths)),
+        # fraction of episodes whose final step reported info["is_success"] true (nan: the env does not report it)
+        "success_rate": float(np.mean(known)) if known else math.nan,
         "returns": returns,
+        "successes": successes,
     }
 
 
@@ -515,7 +522,7 @@ class Trainer:
 
             # ---- rollout
             t0 = time.perf_counter()
-            it_steps, ep_returns, ep_lengths = 0, [], []
+            it_steps, ep_returns, ep_lengths, ep_success = 0, [], [], []
             for t in range(p.n_steps):
                 obs_t = torch.as_tensor(obs, device=dev)
                 with torch.no_grad():
@@ -531,6 +538,7 @@ class Trainer:
                 for r, length in episode_stats(info, done):
                     ep_returns.append(r)
                     ep_lengths.append(length)
+                ep_success.extend(float(x) for x in done_values(info, "is_success", done, math.nan)[done] if not math.isnan(x))
                 reward = self.reward_scaler(np.asarray(reward, np.float64), done)
                 boot = np.nonzero(trunc & ~term)[0]
                 if len(boot):  # time-limit truncation: bootstrap from the value of the final observation
@@ -552,7 +560,7 @@ class Trainer:
             t_update = time.perf_counter() - t0
 
             # ---- evaluation, logging, checkpoints
-            ev = {"eval/return_mean": math.nan, "eval/return_std": math.nan}
+            ev = {"eval/return_mean": math.nan, "eval/return_std": math.nan, "eval/success_rate": math.nan}
             is_last = self.env_steps >= cfg.total_env_steps
             if cfg.eval_every and (self.iteration % cfg.eval_every == 0 or is_last):
                 ev = self._eval()
@@ -565,6 +573,7 @@ class Trainer:
                 "charts/episodic_return": float(np.mean(ep_returns)) if ep_returns else math.nan,
                 "charts/episodic_length": float(np.mean(ep_lengths)) if ep_lengths else math.nan,
                 "charts/episodes": len(ep_returns),
+                "charts/success_rate": float(np.mean(ep_success)) if ep_success else math.nan,
                 "charts/SPS": it_steps / (t_rollout + t_update),
                 "charts/policy_std": self.agent.policy_std(),
                 **metrics,
@@ -598,7 +607,7 @@ class Trainer:
     def _eval_inner(self) -> dict[str, float]:
         r = evaluate(self.agent, self.obs_norm, self.cfg.env.id, self.cfg.eval_episodes, self.cfg.act_steps,
                      self.cfg.eval_deterministic, seed=self.cfg.seed + 100_000, max_episode_steps=self.cfg.env.max_episode_steps)
-        return {"eval/return_mean": r["return_mean"], "eval/return_std": r["return_std"]}
+        return {"eval/return_mean": r["return_mean"], "eval/return_std": r["return_std"], "eval/success_rate": r["success_rate"]}
 
 
 def train(cfg: TrainConfig) -> Path:
