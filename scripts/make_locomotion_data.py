@@ -59,6 +59,7 @@ def eval_json(path: Path, out: Path, episodes: int) -> dict:
 
 
 def make_task(task: str, a: argparse.Namespace) -> dict:
+    from ncdpo.checkpoint import export_policy
     from ncdpo.data.dataset import Dataset, load_dataset
 
     work = Path(a.work) / task
@@ -108,7 +109,7 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
     dest = ASSETS / task
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(work / "medium.hdf5", dest / "medium.hdf5")
-    shutil.copyfile(bc_run / "checkpoints" / "final.safetensors", dest / "medium_bc.safetensors")
+    export_policy(bc_run / "checkpoints" / "final.safetensors", dest / "medium_bc.safetensors")  # without training state
     (dest / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -165,3 +165,23 @@ def test_pretrain_sigkill_then_resume_is_bitwise_identical(tmp_path):
         assert strip(csv.DictReader(f)) == strip(csv.DictReader(g))
     assert_same_weights = weights(tmp_path / "ref"), weights(tmp_path / "run")
     assert all(torch.equal(v, assert_same_weights[1][k]) for k, v in assert_same_weights[0].items())
+
+
+def test_exported_policy_loads_identically_but_cannot_be_resumed(tmp_path, reference, capsys):
+    from ncdpo.algos.core import load_agent
+    from ncdpo.checkpoint import export_policy
+
+    src = reference["ncdpo"] / "checkpoints" / "final.safetensors"
+    dst = export_policy(src, tmp_path / "run" / "checkpoints" / "final.safetensors")
+    assert dst.stat().st_size < src.stat().st_size / 2
+    a1, n1, _ = load_agent(src)
+    a2, n2, ck = load_agent(dst)
+    assert "resume" not in ck.meta
+    obs = torch.as_tensor(n1(np.ones((3, 11))))
+    torch.manual_seed(0)
+    x1 = a1.act(obs).action
+    torch.manual_seed(0)
+    assert torch.equal(x1, a2.act(obs).action)
+    (dst.parent / "final.safetensors").rename(dst.parent / "iter_000001.safetensors")
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 2
+    assert "no resume state" in capsys.readouterr().err

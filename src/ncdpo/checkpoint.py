@@ -152,6 +152,20 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(p, cfg, tensors, meta)
 
 
+def export_policy(src: str | Path, dst: str | Path) -> Path:
+    """Copy a checkpoint without its training state (optimiser, RNG, env states, raw pre-EMA weights): what
+    ``eval``, ``collect`` and ``train --init`` need, a fraction of the size (used for the shipped files)."""
+    ck = load_checkpoint(src)
+    keep = {k: v for k, v in ck.tensors.items() if not k.startswith(("resume.", "train_policy."))}
+    meta = {k: v for k, v in ck.meta.items() if k != "resume"}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(to_dict(ck.config))}
+    header.update({k: json.dumps(v) for k, v in meta.items()})
+    blob = st_save(keep, metadata=header)
+    header["sha256"] = hashlib.sha256(blob[8 + int.from_bytes(blob[:8], "little") :]).hexdigest()
+    atomic_write_bytes(dst, st_save(keep, metadata=header))
+    return Path(dst)
+
+
 def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """``module.load_state_dict(state)`` with a one-line error naming the first mismatch."""
     own = module.state_dict()

@@ -312,7 +312,7 @@ def newest_resumable_checkpoint(run_dir: Path) -> Checkpoint:
             bad.append(f"{path.name} ({e})")
             continue
         if "resume" not in ck.meta:
-            bad.append(f"{path.name} (no resume state: written by an older ncdpo)")
+            bad.append(f"{path.name} (no resume state: an exported policy or a checkpoint of an older ncdpo)")
             continue
         if bad:
             print(f"ncdpo: warning: skipped unreadable newer checkpoints: {'; '.join(bad)}; resuming from {path}", flush=True)
