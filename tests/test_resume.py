@@ -172,7 +172,10 @@ def test_exported_policy_loads_identically_but_cannot_be_resumed(tmp_path, refer
     from ncdpo.checkpoint import export_policy
 
     src = reference["ncdpo"] / "checkpoints" / "final.safetensors"
-    dst = export_policy(src, tmp_path / "run" / "checkpoints" / "final.safetensors")
+    dst = tmp_path / "run" / "checkpoints" / "final.safetensors"
+    assert main(["export", str(reference["ncdpo"]), "--out", str(dst)]) == 0
+    assert main(["export", str(reference["ncdpo"]), "--out", str(dst)]) == 2  # no silent overwrite
+    assert export_policy(src, dst) == dst
     assert dst.stat().st_size < src.stat().st_size / 2
     a1, n1, _ = load_agent(src)
     a2, n2, ck = load_agent(dst)

@@ -92,6 +92,12 @@ def build_parser() -> _Parser:
     ev.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
 
+    ex = sub.add_parser("export", help="write a checkpoint's policy without its training state (a small file to share)")
+    ex.add_argument("path", metavar="RUN_OR_CHECKPOINT")
+    ex.add_argument("--out", required=True, metavar="FILE", help="checkpoint file to write (.safetensors)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    ex.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+
     pl = sub.add_parser("plot", help="plot learning curves of run folders to a PNG")
     pl.add_argument("runs", nargs="+", metavar="RUN")
     pl.add_argument("--out", default="curves.png", help="output PNG (default: curves.png)")
@@ -271,6 +277,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ncdpo.checkpoint import export_policy, resolve_checkpoint
+
+    src, out = resolve_checkpoint(args.path), Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise NcdpoError(f"{out} exists; pass --overwrite to replace it")
+    export_policy(src, out)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB, from {src}, {src.stat().st_size / 2**20:.2f} MiB)")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from ncdpo.plotting import plot_runs
 
@@ -312,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_eval(args)
         if args.command == "plot":
             return cmd_plot(args)
+        if args.command == "export":
+            return cmd_export(args)
         return cmd_tasks()
     except NcdpoError as e:
         if debug:
