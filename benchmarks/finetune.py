@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,40 +28,19 @@ import numpy as np
 
 from ncdpo.checkpoint import AtomicText, atomic_write_text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import NCDPO, finished, run_train  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
-NCDPO = [sys.executable, "-m", "ncdpo.cli"]
 CONFIGS = {"ncdpo": REPO / "configs" / "finetune_locomotion.yaml", "dppo": REPO / "configs" / "dppo_locomotion.yaml"}
 EVAL_SEED = 424242
 
 
-def finished(run: Path) -> bool:
-    """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its eval.json, exists."""
-    return (run / "checkpoints" / "final.safetensors").is_file() or (run / "eval.json").is_file()
-
-def resumable(run: Path) -> bool:
-    """An interrupted run with a checkpoint that ``ncdpo train --resume`` can continue."""
-    ck = run / "checkpoints"
-    return ck.is_dir() and any(ck.glob("iter_*.safetensors"))
-
-
-
 def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
-    name = f"{task}__{algo}__s{seed}"
-    run = out / name
-    if finished(run):
-        return f"{name}: done already"
-    cmd = [*NCDPO, "train", "--algo", algo, "--init", f"shipped:{task}", "--config", str(CONFIGS[algo]), "--seed", str(seed),
-           "--total-env-steps", str(steps), "--out-dir", str(out), "--run-name", name, "--overwrite",
-           "--torch-threads", "1", "--progress", "false", "--keep-checkpoints", "2"]
-    if resumable(run):  # continue an interrupted run where its last checkpoint left it
-        cmd = [*NCDPO, "train", "--resume", str(run), "--progress", "false"]
-    t0 = time.time()
-    with open(out / f"{name}.log", "a") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-    if rc != 0:
-        raise SystemExit(f"{name} failed (exit {rc}); see {out / (name + '.log')}")
-    return f"{name}: {time.time() - t0:.0f} s"
+    return run_train(out / f"{task}__{algo}__s{seed}", [
+        "--algo", algo, "--init", f"shipped:{task}", "--config", str(CONFIGS[algo]), "--seed", str(seed),
+        "--total-env-steps", str(steps), "--torch-threads", "1", "--progress", "false", "--keep-checkpoints", "2"])
 
 
 def evaluate(target: str, res: Path, episodes: int) -> dict:

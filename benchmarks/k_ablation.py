@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,9 +26,11 @@ import numpy as np
 
 from ncdpo.checkpoint import AtomicText, atomic_write_text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import NCDPO, finished, run_train  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
-NCDPO = [sys.executable, "-m", "ncdpo.cli"]
 CONFIG = REPO / "configs" / "finetune_locomotion.yaml"
 EVAL_SEED = 424242
 BC_ARGS = ["--horizon", "4", "--act-steps", "4", "--diffusion.hidden-dim", "256", "--diffusion.num-blocks", "2",
@@ -56,33 +57,10 @@ def variants(task: str, ks: list[int], ddim: bool, out: Path) -> dict[str, tuple
     return v
 
 
-def finished(run: Path) -> bool:
-    """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its eval.json, exists."""
-    return (run / "checkpoints" / "final.safetensors").is_file() or (run / "eval.json").is_file()
-
-def resumable(run: Path) -> bool:
-    """An interrupted run with a checkpoint that ``ncdpo train --resume`` can continue."""
-    ck = run / "checkpoints"
-    return ck.is_dir() and any(ck.glob("iter_*.safetensors"))
-
-
-
 def run_one(name: str, init: str, extra: list[str], seed: int, steps: int, out: Path) -> str:
-    run_name = f"{name}__s{seed}"
-    run = out / run_name
-    if finished(run):
-        return f"{run_name}: done already"
-    cmd = [*NCDPO, "train", "--init", init, "--config", str(CONFIG), *extra, "--seed", str(seed), "--total-env-steps",
-           str(steps), "--out-dir", str(out), "--run-name", run_name, "--overwrite", "--torch-threads", "1",
-           "--progress", "false", "--keep-checkpoints", "1"]
-    if resumable(run):  # continue an interrupted run where its last checkpoint left it
-        cmd = [*NCDPO, "train", "--resume", str(run), "--progress", "false"]
-    t0 = time.time()
-    with open(out / f"{run_name}.log", "a") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-    if rc != 0:
-        raise SystemExit(f"{run_name} failed (exit {rc}); see {out / (run_name + '.log')}")
-    return f"{run_name}: {time.time() - t0:.0f} s"
+    return run_train(out / f"{name}__s{seed}", [
+        "--init", init, "--config", str(CONFIG), *extra, "--seed", str(seed), "--total-env-steps", str(steps),
+        "--torch-threads", "1", "--progress", "false", "--keep-checkpoints", "1"])
 
 
 def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes: int) -> str:

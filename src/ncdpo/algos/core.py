@@ -401,6 +401,11 @@ class Trainer:
         if overrides:
             cfg = apply_overrides(cfg, overrides, source="--resume override")
         cfg.out_dir, cfg.run_name = str(Path(run_dir).parent), Path(run_dir).name
+        final = Path(run_dir) / "checkpoints" / "final.safetensors"
+        if ck.meta.get("env_steps", 0) >= cfg.total_env_steps and not final.exists():
+            # stopped between its last periodic checkpoint and the final one: that checkpoint is the final state
+            shutil.copyfile(ck.path, final)
+            ck = load_checkpoint(final)
         if ck.meta.get("env_steps", 0) >= cfg.total_env_steps:
             raise NcdpoError(
                 f"run {run_dir} already finished ({ck.meta.get('env_steps')} of {cfg.total_env_steps} env steps); "

@@ -1,0 +1,43 @@
+"""What the benchmark scripts share: running one ``ncdpo train`` run so that a harness can be rerun at will.
+
+A run is skipped when finished, continued with ``ncdpo train --resume`` when interrupted after a
+checkpoint, and started afresh otherwise; its console output is appended to ``<run>.log``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+NCDPO = [sys.executable, "-m", "ncdpo.cli"]
+
+
+def finished(run: Path) -> bool:
+    """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its eval.json, exists."""
+    return (run / "checkpoints" / "final.safetensors").is_file() or (run / "eval.json").is_file()
+
+
+def resumable(run: Path) -> bool:
+    """An interrupted run with a checkpoint that ``ncdpo train --resume`` can continue."""
+    ck = run / "checkpoints"
+    return ck.is_dir() and any(ck.glob("iter_*.safetensors"))
+
+
+def run_train(run: Path, train_args: list[str]) -> str:
+    """Skip, continue or start the run ``run`` (``train_args``: the ``ncdpo train`` options of a fresh start)."""
+    if finished(run):
+        return f"{run.name}: done already"
+    if resumable(run):
+        cmd = [*NCDPO, "train", "--resume", str(run), "--progress", "false"]
+    else:
+        cmd = [*NCDPO, "train", *train_args, "--out-dir", str(run.parent), "--run-name", run.name, "--overwrite"]
+    t0 = time.time()
+    run.parent.mkdir(parents=True, exist_ok=True)
+    log_path = run.parent / f"{run.name}.log"
+    with open(log_path, "a") as log:
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if rc != 0 and not finished(run):  # (a resume that found the run complete restores its final checkpoint)
+        raise SystemExit(f"{run.name} failed (exit {rc}); see {log_path}")
+    return f"{run.name}: {time.time() - t0:.0f} s"
