@@ -32,13 +32,11 @@ _SIMPLE = (bool, int, float, str, np.ndarray, np.generic, deque)
 def pack(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """A JSON-able copy of ``obj`` whose arrays/tensors are moved into ``tensors`` under ``prefix``."""
     if isinstance(obj, torch.Tensor):
-        key = f"{prefix}"
-        tensors[key] = obj.detach().cpu().contiguous().clone()
-        return {"__tensor__": key}
+        tensors[prefix] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": prefix}
     if isinstance(obj, np.ndarray):
-        key = f"{prefix}"
-        tensors[key] = torch.from_numpy(np.ascontiguousarray(obj).copy())
-        return {"__ndarray__": key}
+        tensors[prefix] = torch.from_numpy(np.ascontiguousarray(obj).copy())
+        return {"__ndarray__": prefix}
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, deque):
