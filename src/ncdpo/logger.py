@@ -32,6 +32,8 @@ class Logger:
             from torch.utils.tensorboard import SummaryWriter
 
             purge = resume_step + 1 if resume_iteration is not None else None
+            if purge is not None:
+                _after_existing_event_files(self.run_dir / "tb")
             self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge)
 
     def _truncate(self, last: int, key: str) -> None:
@@ -64,12 +66,28 @@ class Logger:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) and "/" in k:
                     self._tb.add_scalar(k, v, step)
+            self._tb.flush()  # like the CSV: on disk before any checkpoint, so a killed run loses no points
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _after_existing_event_files(tb_dir: Path) -> None:
+    """TensorBoard reads event files in name order, and names start with the creation second: wait (at most
+    about a second) until a new file sorts after the existing ones, or its purge would hide their points."""
+    import time
+
+    stamps = []
+    for f in tb_dir.glob("events.out.tfevents.*"):
+        try:
+            stamps.append(int(f.name.split(".")[3]))
+        except (IndexError, ValueError):
+            continue
+    while stamps and int(time.time()) <= max(stamps):
+        time.sleep(0.05)
 
 
 def read_csv(path: str | Path) -> dict[str, list[float]]:
