@@ -88,6 +88,7 @@ def build_parser() -> _Parser:
     ev.add_argument("--episodes", type=int, default=10, help="number of episodes (default: 10)")
     ev.add_argument("--sampled", action="store_true", help="sample the exploration noise (default: deterministic)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs and noise (default: 0)")
+    ev.add_argument("--n-envs", type=int, default=16, help="envs stepped side by side (default: 16)")
     ev.add_argument("--device", default="cpu", help="device (default: cpu)")
     ev.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
@@ -261,7 +262,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     agent, obs_norm, ck = load_agent(args.path, args.device)
     cfg = ck.config
     deterministic = not args.sampled
-    res = evaluate(agent, obs_norm, cfg.env.id, args.episodes, cfg.act_steps, deterministic, args.seed, cfg.env.max_episode_steps)
+    if args.n_envs < 1:
+        raise NcdpoError(f"--n-envs must be >= 1 (got {args.n_envs})")
+    res = evaluate(agent, obs_norm, cfg.env.id, args.episodes, cfg.act_steps, deterministic, args.seed,
+                   cfg.env.max_episode_steps, max_envs=args.n_envs, vector=cfg.env.vector)
     mode = "deterministic" if deterministic else "sampled"
     print(
         f"{cfg.env.id} {cfg.algo} ({ck.path}, {ck.meta.get('env_steps', '?')} env steps): "
