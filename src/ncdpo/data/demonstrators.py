@@ -1,0 +1,210 @@
+"""Scripted demonstrators for the manipulation tasks, with adjustable noise and imperfection.
+
+A demonstrator is a small state machine over phases (approach above the object, descend, close the
+gripper, lift, carry, lower, release, retreat). Each phase has a target gripper pose, read from the
+simulator's privileged state (object poses, the target bin); the action moves the end effector towards it
+with the OSC_POSE controller (a proportional step, clipped to the controller's [-1, 1] range) and keeps the
+gripper pointing down, turned to the object's yaw where that matters.
+
+Imperfection, robomimic "multi-human"-like: every episode draws an operator from three skill levels
+(``better``, ``okay``, ``worse``, scale 0.5, 1 and 2) that multiplies
+
+* ``noise``: the std of Gaussian noise added to the arm part of every action, and
+* ``offset``: the std (metres) of a horizontal error in where the operator grasps,
+
+and a speed in [0.6, 1]. With the defaults some episodes fail (a missed or poor grasp, a drop); a dataset
+keeps them all, so a policy cloned from it is clearly imperfect. ``noise=0, offset=0`` is the clean expert.
+
+Demonstrators exist for ``lift`` and ``can`` (and their ``-dense`` variants).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ncdpo.errors import NcdpoError
+
+SKILLS = {"better": 0.5, "okay": 1.0, "worse": 2.0}
+_POS_SCALE = 0.05  # OSC_POSE: an action of 1 moves the position goal 5 cm
+_ROT_SCALE = 0.5  # ... and turns the orientation goal 0.5 rad
+_GAIN = 2.5  # proportional gain on the position error (in units of the controller step)
+
+
+@dataclass
+class Phase:
+    name: str
+    target: np.ndarray
+    """Gripper target position (world frame)."""
+    grip: float
+    """Gripper command: -1 open, 1 closed."""
+    tol: float = 0.01
+    """The phase ends when the position error is below this (metres) ..."""
+    min_steps: int = 0
+    """... and at least this many steps were spent in it."""
+    max_steps: int = 60
+    """The phase ends after this many steps in any case."""
+
+
+@dataclass
+class Demonstrator:
+    """Scripted policy for one episode of a manipulation task; call :meth:`act` once per control step."""
+
+    env: Any
+    """The :class:`~ncdpo.envs.manipulation.RobosuiteEnv` (its robosuite env gives the privileged state)."""
+    rng: np.random.Generator
+    noise: float = 0.1
+    offset: float = 0.01
+    skill: str = field(default="")
+    """The episode's operator (drawn from :data:`SKILLS` when empty)."""
+
+    def __post_init__(self) -> None:
+        if self.env.task not in ("lift", "can"):
+            raise NcdpoError(f"no scripted demonstrator for task '{self.env.task}' (available: lift, can)")
+        if not self.skill:
+            self.skill = str(self.rng.choice(list(SKILLS)))
+        s = SKILLS[self.skill]
+        self.noise_std = self.noise * s
+        self.grasp_offset = np.append(self.rng.normal(0.0, self.offset * s, 2), 0.0)
+        self.speed = float(self.rng.uniform(0.6, 1.0))
+        obs = self.env.last_raw_obs
+        self.down = _rotation(obs["robot0_eef_quat"])  # the reset pose points the gripper down
+        self.phase_i, self.steps_in_phase = 0, 0
+        self.phases = self._plan()
+
+    # ------------------------------------------------------------------------------------------ plans
+    def _object(self) -> np.ndarray:
+        obs = self.env.last_raw_obs
+        return np.asarray(obs["cube_pos"] if self.env.task == "lift" else obs["Can_pos"], np.float64)
+
+    def _plan(self) -> list[Phase]:
+        obj = self._object()
+        g = obj + self.grasp_offset
+        if self.env.task == "lift":
+            return [
+                Phase("approach", g + [0, 0, 0.08], -1.0, tol=0.015),
+                Phase("descend", g + [0, 0, -0.005], -1.0, tol=0.008),
+                Phase("grasp", g + [0, 0, -0.005], 1.0, tol=1.0, min_steps=8),
+                Phase("lift", g + [0, 0, 0.20], 1.0, tol=0.01, max_steps=200),
+            ]
+        rs = self.env.env
+        goal = rs.target_bin_placements[rs.object_to_id["can"]].astype(np.float64)
+        carry_z = max(obj[2], goal[2]) + 0.20
+        return [
+            Phase("approach", g + [0, 0, 0.08], -1.0, tol=0.015),
+            Phase("descend", g + [0, 0, 0.0], -1.0, tol=0.008),
+            Phase("grasp", g + [0, 0, 0.0], 1.0, tol=1.0, min_steps=8),
+            Phase("lift", np.array([g[0], g[1], carry_z]), 1.0, tol=0.03),
+            Phase("carry", np.array([goal[0], goal[1], carry_z]), 1.0, tol=0.035, max_steps=100),
+            Phase("lower", np.array([goal[0], goal[1], goal[2] + 0.15]), 1.0, tol=0.035),
+            Phase("settle", np.array([goal[0], goal[1], goal[2] + 0.15]), 1.0, tol=1.0, min_steps=4),
+            Phase("release", np.array([goal[0], goal[1], goal[2] + 0.15]), -1.0, tol=1.0, min_steps=12),
+            # up and back towards the robot (the target compartment is near the edge of the arm's reach)
+            Phase("retreat", np.array([goal[0] - 0.1, goal[1] - 0.1, goal[2] + 0.25]), -1.0, tol=0.01, max_steps=200),
+        ]
+
+    # ------------------------------------------------------------------------------------------ acting
+    @property
+    def phase(self) -> Phase:
+        return self.phases[self.phase_i]
+
+    def act(self) -> np.ndarray:
+        """The action for the current observation (``env.last_raw_obs``), in the env's [-1, 1] units."""
+        obs = self.env.last_raw_obs
+        eef = np.asarray(obs["robot0_eef_pos"], np.float64)
+        ph = self.phase
+        err = ph.target - eef
+        done = np.linalg.norm(err) < ph.tol and self.steps_in_phase >= ph.min_steps
+        if (done or self.steps_in_phase >= ph.max_steps) and self.phase_i < len(self.phases) - 1:
+            self.phase_i += 1
+            self.steps_in_phase = 0
+            ph = self.phase
+            err = ph.target - eef
+        self.steps_in_phase += 1
+        pos = np.clip(err / _POS_SCALE * _GAIN * self.speed, -1.0, 1.0)
+        rot_err = (self.down * _rotation(obs["robot0_eef_quat"]).inv()).as_rotvec()
+        rot = np.clip(rot_err / _ROT_SCALE, -1.0, 1.0)
+        arm = np.concatenate([pos, rot])
+        if self.noise_std > 0:
+            arm = arm + self.rng.normal(0.0, self.noise_std, arm.shape)
+        return np.clip(np.append(arm, ph.grip), -1.0, 1.0).astype(np.float32)
+
+
+def _rotation(quat_xyzw: np.ndarray) -> Any:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_quat(np.asarray(quat_xyzw, np.float64))
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+def run_episode(env: Any, seed: int, noise: float, offset: float, skill: str = "") -> dict[str, Any]:
+    """One demonstrator episode on ``env`` reset with ``seed``: observations, actions, rewards, success."""
+    env.reset(seed=seed)
+    demo = Demonstrator(env, np.random.default_rng(seed), noise, offset, skill)
+    obs_l, act_l, rew_l = [], [], []
+    obs = env._flat(env.last_raw_obs)
+    while True:
+        a = demo.act()
+        obs_l.append(obs)
+        act_l.append(a)
+        obs, r, terminated, truncated, info = env.step(a)
+        rew_l.append(r)
+        if terminated or truncated:
+            break
+    return {"obs": np.asarray(obs_l, np.float32), "actions": np.asarray(act_l, np.float32),
+            "rewards": np.asarray(rew_l, np.float32), "terminated": bool(terminated), "success": bool(info["is_success"]),
+            "skill": demo.skill, "seed": seed}
+
+
+def _worker(args: tuple[str, list[int], float, float, str]) -> list[dict[str, Any]]:
+    from ncdpo.envs.registry import TASKS
+
+    task, seeds, noise, offset, skill = args
+    env = TASKS[task].make()
+    try:
+        return [run_episode(env, s, noise, offset, skill) for s in seeds]
+    finally:
+        env.close()
+
+
+def collect_demos(task: str, episodes: int, noise: float = 0.1, offset: float = 0.01, seed: int = 0,
+                  workers: int = 1, skill: str = "") -> Any:
+    """``episodes`` demonstrator episodes (reset seeds ``seed``, ``seed + 1``, ...) as a :class:`Dataset`.
+
+    Episodes run in ``workers`` processes; the result does not depend on how many.
+    """
+    from ncdpo.data.dataset import Dataset, Episode
+    from ncdpo.envs.registry import TASKS
+
+    if task not in TASKS or not task.split("-")[0] in ("lift", "can"):
+        raise NcdpoError(f"no scripted demonstrator for task '{task}' (available: lift, can, lift-dense, can-dense)")
+    if episodes < 1:
+        raise NcdpoError(f"--episodes must be >= 1 (got {episodes})")
+    if noise < 0 or offset < 0:
+        raise NcdpoError(f"--noise and --offset must be >= 0 (got {noise}, {offset})")
+    if skill and skill not in SKILLS:
+        raise NcdpoError(f"--skill must be one of {', '.join(SKILLS)} (got '{skill}')")
+    seeds = [seed + i for i in range(episodes)]
+    workers = max(1, min(workers, episodes))
+    parts = [(task, seeds[i::workers], noise, offset, skill) for i in range(workers)]
+    if workers == 1:
+        results = _worker(parts[0])
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+            results = [r for part in ex.map(_worker, parts) for r in part]
+    results.sort(key=lambda r: r["seed"])
+    eps = []
+    for r in results:
+        dones = np.zeros(len(r["actions"]), bool)
+        dones[-1] = r["terminated"]
+        eps.append(Episode(r["obs"], r["actions"], r["rewards"], dones, not r["terminated"]))
+    act_dim = eps[0].actions.shape[1]  # the OSC_POSE controller's actions are in [-1, 1]
+    meta = {"source": "scripted demonstrator", "task": task, "noise": noise, "offset": offset, "seed": seed,
+            "skill": skill or "mixed", "successes": [r["success"] for r in results],
+            "skills": [r["skill"] for r in results], "success_rate": float(np.mean([r["success"] for r in results]))}
+    return Dataset(eps, task, -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32), meta)
