@@ -108,7 +108,7 @@ def test_dense_reward_pays_for_finishing_early():
         env.close()
 
 
-@pytest.mark.parametrize("task,seed", [("lift", 1), ("can", 3)])
+@pytest.mark.parametrize("task,seed", [("lift", 1), ("can", 3), ("square", 4)])
 def test_clean_demonstrator_succeeds_on_a_fixed_seed(task, seed):
     from ncdpo.data.demonstrators import run_episode
     from ncdpo.envs.manipulation import RobosuiteEnv
@@ -145,8 +145,8 @@ def test_demonstration_dataset_shapes_and_round_trip(tmp_path):
 def test_demos_cli_errors(tmp_path, capsys):
     from ncdpo.cli import main
 
-    assert main(["demos", "square", "--out", str(tmp_path / "s.hdf5")]) == 2
-    assert "no scripted demonstrator for task 'square'" in capsys.readouterr().err
+    assert main(["demos", "transport", "--out", str(tmp_path / "s.hdf5")]) == 2
+    assert "no scripted demonstrator for task 'transport'" in capsys.readouterr().err
     assert main(["demos", "lift", "--out", str(tmp_path / "s.hdf5"), "--skill", "expert"]) == 2
     assert "--skill must be one of" in capsys.readouterr().err
     assert not (tmp_path / "s.hdf5").exists()

@@ -83,8 +83,8 @@ def build_parser() -> _Parser:
     co.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     co.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
 
-    de = sub.add_parser("demos", help="record scripted demonstrations of a manipulation task (lift, can) into a dataset file")
-    de.add_argument("task", metavar="TASK", help="lift, can, lift-dense or can-dense")
+    de = sub.add_parser("demos", help="record scripted demonstrations of a manipulation task (lift, can, square) into a dataset file")
+    de.add_argument("task", metavar="TASK", help="lift, can or square (or a -dense variant)")
     de.add_argument("--out", required=True, metavar="FILE", help="dataset file to write (.hdf5)")
     de.add_argument("--episodes", type=int, default=100, help="number of episodes, successful or not (default: 100)")
     de.add_argument("--noise", type=float, default=0.1, help="std of the operator's action noise, scaled by skill (default: 0.1)")

@@ -15,7 +15,9 @@ Imperfection, robomimic "multi-human"-like: every episode draws an operator from
 and a speed in [0.6, 1]. With the defaults some episodes fail (a missed or poor grasp, a drop); a dataset
 keeps them all, so a policy cloned from it is clearly imperfect. ``noise=0, offset=0`` is the clean expert.
 
-Demonstrators exist for ``lift`` and ``can`` (and their ``-dense`` variants).
+Demonstrators exist for ``lift``, ``can`` and ``square`` (and their ``-dense`` variants); ``square``
+grasps the nut by its handle with the fingers across it and places it by keeping the nut, as it hangs,
+centred over the peg. None for ``transport`` (two arms, a lid, a hand-over and a trash bin).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from ncdpo.errors import NcdpoError
 
 SKILLS = {"better": 0.5, "okay": 1.0, "worse": 2.0}
+DEMO_TASKS = ("lift", "can", "square")
 _POS_SCALE = 0.05  # OSC_POSE: an action of 1 moves the position goal 5 cm
 _ROT_SCALE = 0.5  # ... and turns the orientation goal 0.5 rad
 _GAIN = 2.5  # proportional gain on the position error (in units of the controller step)
@@ -36,8 +39,8 @@ _GAIN = 2.5  # proportional gain on the position error (in units of the controll
 @dataclass
 class Phase:
     name: str
-    target: np.ndarray
-    """Gripper target position (world frame)."""
+    target: Any
+    """Gripper target position (world frame), or a function of nothing returning it (re-read every step)."""
     grip: float
     """Gripper command: -1 open, 1 closed."""
     tol: float = 0.01
@@ -46,6 +49,8 @@ class Phase:
     """... and at least this many steps were spent in it."""
     max_steps: int = 60
     """The phase ends after this many steps in any case."""
+    yaw: float = 0.0
+    """Turn of the gripper about the vertical axis relative to the reset pose (radians)."""
 
 
 @dataclass
@@ -61,8 +66,8 @@ class Demonstrator:
     """The episode's operator (drawn from :data:`SKILLS` when empty)."""
 
     def __post_init__(self) -> None:
-        if self.env.task not in ("lift", "can"):
-            raise NcdpoError(f"no scripted demonstrator for task '{self.env.task}' (available: lift, can)")
+        if self.env.task not in DEMO_TASKS:
+            raise NcdpoError(f"no scripted demonstrator for task '{self.env.task}' (available: {', '.join(DEMO_TASKS)})")
         if not self.skill:
             self.skill = str(self.rng.choice(list(SKILLS)))
         s = SKILLS[self.skill]
@@ -80,6 +85,8 @@ class Demonstrator:
         return np.asarray(obs["cube_pos"] if self.env.task == "lift" else obs["Can_pos"], np.float64)
 
     def _plan(self) -> list[Phase]:
+        if self.env.task == "square":
+            return self._plan_square()
         obj = self._object()
         g = obj + self.grasp_offset
         if self.env.task == "lift":
@@ -105,6 +112,43 @@ class Demonstrator:
             Phase("retreat", np.array([goal[0] - 0.1, goal[1] - 0.1, goal[2] + 0.25]), -1.0, tol=0.01, max_steps=200),
         ]
 
+    def _plan_square(self) -> list[Phase]:
+        """Grasp the square nut by its handle (fingers across it), carry it over its peg keeping the handle's
+        offset, lower it around the peg and let go."""
+        rs = self.env.env
+        site = rs.sim.model.site_name2id(rs.nuts[0].important_sites["handle"])
+        peg = rs.sim.data.body_xpos[rs.peg1_body_id].astype(np.float64)
+        table = float(rs.table_offset[2])
+        obs = self.env.last_raw_obs
+        d = rs.sim.data.site_xpos[site] - np.asarray(obs["SquareNut_pos"], np.float64)
+        yaw = float(np.arctan2(d[1], d[0]))  # the handle points along the nut's x axis
+        yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the gripper is symmetric: turn at most 90 degrees
+        off = self.grasp_offset
+
+        def handle(dz: float):  # the handle as it is now (the nut settles on the table after reset)
+            return lambda: rs.sim.data.site_xpos[site].astype(np.float64) + off + [0, 0, dz]
+
+        def lift_to(z: float):
+            return lambda: np.append(rs.sim.data.site_xpos[site][:2], table + z)
+
+        def over_peg(z: float):  # the gripper where the nut, as it hangs now, is centred over the peg
+            def target() -> np.ndarray:
+                o = self.env.last_raw_obs
+                rel = np.asarray(o["robot0_eef_pos"], np.float64) - np.asarray(o["SquareNut_pos"], np.float64)
+                return np.array([peg[0] + rel[0], peg[1] + rel[1], table + z])
+            return target
+
+        return [
+            Phase("approach", handle(0.08), -1.0, tol=0.015, yaw=yaw),
+            Phase("descend", handle(0.0), -1.0, tol=0.01, max_steps=30, yaw=yaw),
+            Phase("grasp", handle(0.0), 1.0, tol=1.0, min_steps=10, yaw=yaw),
+            Phase("lift", lift_to(0.25), 1.0, tol=0.03, yaw=yaw),
+            Phase("carry", over_peg(0.25), 1.0, tol=0.012, max_steps=80, yaw=yaw),
+            Phase("lower", over_peg(0.035), 1.0, tol=0.01, max_steps=40, yaw=yaw),
+            Phase("release", over_peg(0.035), -1.0, tol=1.0, min_steps=12, yaw=yaw),
+            Phase("retreat", over_peg(0.25), -1.0, tol=0.01, max_steps=200, yaw=yaw),
+        ]
+
     # ------------------------------------------------------------------------------------------ acting
     @property
     def phase(self) -> Phase:
@@ -115,21 +159,28 @@ class Demonstrator:
         obs = self.env.last_raw_obs
         eef = np.asarray(obs["robot0_eef_pos"], np.float64)
         ph = self.phase
-        err = ph.target - eef
+        err = _target(ph) - eef
         done = np.linalg.norm(err) < ph.tol and self.steps_in_phase >= ph.min_steps
         if (done or self.steps_in_phase >= ph.max_steps) and self.phase_i < len(self.phases) - 1:
             self.phase_i += 1
             self.steps_in_phase = 0
             ph = self.phase
-            err = ph.target - eef
+            err = _target(ph) - eef
         self.steps_in_phase += 1
         pos = np.clip(err / _POS_SCALE * _GAIN * self.speed, -1.0, 1.0)
-        rot_err = (self.down * _rotation(obs["robot0_eef_quat"]).inv()).as_rotvec()
+        from scipy.spatial.transform import Rotation
+
+        target_rot = Rotation.from_euler("z", ph.yaw) * self.down
+        rot_err = (target_rot * _rotation(obs["robot0_eef_quat"]).inv()).as_rotvec()
         rot = np.clip(rot_err / _ROT_SCALE, -1.0, 1.0)
         arm = np.concatenate([pos, rot])
         if self.noise_std > 0:
             arm = arm + self.rng.normal(0.0, self.noise_std, arm.shape)
         return np.clip(np.append(arm, ph.grip), -1.0, 1.0).astype(np.float32)
+
+
+def _target(ph: Phase) -> np.ndarray:
+    return np.asarray(ph.target() if callable(ph.target) else ph.target, np.float64)
 
 
 def _rotation(quat_xyzw: np.ndarray) -> Any:
@@ -178,8 +229,8 @@ def collect_demos(task: str, episodes: int, noise: float = 0.1, offset: float = 
     from ncdpo.data.dataset import Dataset, Episode
     from ncdpo.envs.registry import TASKS
 
-    if task not in TASKS or not task.split("-")[0] in ("lift", "can"):
-        raise NcdpoError(f"no scripted demonstrator for task '{task}' (available: lift, can, lift-dense, can-dense)")
+    if task not in TASKS or task.split("-")[0] not in DEMO_TASKS:
+        raise NcdpoError(f"no scripted demonstrator for task '{task}' (available: {', '.join(DEMO_TASKS)} and their -dense variants)")
     if episodes < 1:
         raise NcdpoError(f"--episodes must be >= 1 (got {episodes})")
     if noise < 0 or offset < 0:
