@@ -128,6 +128,12 @@ class _AsyncMaker:
         self.args = (env_id, act_steps, max_episode_steps, index)
 
     def __call__(self) -> gym.Env:
+        import signal
+
+        # Ctrl-C in a terminal signals the whole process group: the training process handles it (finishes the
+        # iteration, checkpoints, closes these workers); a worker that died of it would lose the episode state
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         env_id, act_steps, max_episode_steps, index = self.args
         return WorkerGuard(make_env(env_id, act_steps, max_episode_steps), env_id, index)
 
