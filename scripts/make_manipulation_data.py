@@ -61,6 +61,7 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
     if not demos.is_file():
         t0 = time.time()
         sh([*NCDPO, "demos", task, "--episodes", str(a.episodes), "--noise", str(a.noise), "--offset", str(a.offset),
+            "--mistake", str(a.mistake),
             "--seed", str(a.seed), "--workers", str(a.workers), "--out", str(demos)])
         (work / "demos_wall_s.txt").write_text(f"{time.time() - t0:.0f}\n")
     ds = load_dataset(demos)
@@ -69,7 +70,7 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
     if not (bc_run / "checkpoints" / "final.safetensors").is_file():
         sh([*NCDPO, "pretrain", "--dataset", str(demos), *BC_ARGS, "--pretrain.steps", str(a.bc_steps),
             "--eval-every", "0", "--out-dir", str(work), "--run-name", "bc", "--overwrite", "--progress", "false",
-            "--seed", "1", "--torch-threads", str(a.workers)], work / "bc.log")
+            "--seed", "1", "--torch-threads", "1"], work / "bc.log")
     det = eval_json(bc_run, work / "bc_eval_deterministic.json", a.eval_episodes, False, a.eval_envs)
     smp = eval_json(bc_run, work / "bc_eval_sampled.json", a.eval_episodes, True, a.eval_envs)
 
@@ -82,7 +83,8 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
         "task": task,
         "demos": {"episodes": st["episodes"], "transitions": st["transitions"], "success_rate": m["success_rate"],
                   "success_rate_by_skill": {k: sum(v) / len(v) for k, v in sorted(by_skill.items())},
-                  "noise": m["noise"], "offset": m["offset"], "seed": m["seed"], "length_mean": st["length_mean"]},
+                  "noise": m["noise"], "offset": m["offset"], "mistake": m["mistake"], "seed": m["seed"],
+                  "mistakes": sum(1 for x in m["slips"] if x), "length_mean": st["length_mean"]},
         "bc": {"steps": a.bc_steps, "eval_episodes": a.eval_episodes, "eval_seed": EVAL_SEED,
                "success_rate_deterministic": det["success_rate"], "success_rate_sampled": smp["success_rate"],
                "length_mean_deterministic": det["length_mean"]},
@@ -98,14 +100,15 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=["lift", "can"])
-    ap.add_argument("--episodes", type=int, default=200, help="demonstration episodes per task")
+    ap.add_argument("--episodes", type=int, default=100, help="demonstration episodes per task")
     ap.add_argument("--noise", type=float, default=0.1)
     ap.add_argument("--offset", type=float, default=0.01)
+    ap.add_argument("--mistake", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0, help="reset seed of the first demonstration episode")
-    ap.add_argument("--bc-steps", type=int, default=20_000)
+    ap.add_argument("--bc-steps", type=int, default=10_000)
     ap.add_argument("--eval-episodes", type=int, default=50)
     ap.add_argument("--eval-envs", type=int, default=8, help="subprocess envs for evaluation")
-    ap.add_argument("--workers", type=int, default=2, help="processes for the demonstrations, torch threads for BC")
+    ap.add_argument("--workers", type=int, default=2, help="processes for the demonstrations")
     ap.add_argument("--work", default=str(ROOT / "data_gen" / "manipulation"))
     a = ap.parse_args()
     for task in a.tasks:

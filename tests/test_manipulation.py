@@ -64,7 +64,7 @@ def test_success_terminates_the_episode_and_is_reported(lift):
     from ncdpo.data.demonstrators import Demonstrator
 
     lift.reset(seed=0)
-    demo = Demonstrator(lift, np.random.default_rng(0), noise=0.0, offset=0.0)
+    demo = Demonstrator(lift, np.random.default_rng(0), noise=0.0, offset=0.0, mistake=0.0)
     steps = []
     while True:
         _, r, term, trunc, info = lift.step(demo.act())

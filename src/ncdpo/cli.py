@@ -89,6 +89,8 @@ def build_parser() -> _Parser:
     de.add_argument("--episodes", type=int, default=100, help="number of episodes, successful or not (default: 100)")
     de.add_argument("--noise", type=float, default=0.1, help="std of the operator's action noise, scaled by skill (default: 0.1)")
     de.add_argument("--offset", type=float, default=0.01, help="std in metres of the operator's grasp error, scaled by skill (default: 0.01)")
+    de.add_argument("--mistake", type=float, default=0.2, help="probability of a mistake (closing above the object; on Can "
+                    "also dropping it half way), scaled by skill (default: 0.2)")
     de.add_argument("--skill", default="", help="one operator for all episodes: better, okay or worse (default: drawn per episode)")
     de.add_argument("--seed", type=int, default=0, help="reset seed of the first episode; episode i uses seed + i (default: 0)")
     de.add_argument("--workers", type=int, default=1, help="processes (default: 1); the data do not depend on it")
@@ -277,7 +279,7 @@ def cmd_demos(args: argparse.Namespace) -> int:
         raise NcdpoError(f"{out} already exists; pass --overwrite to replace it")
     if args.workers < 1:
         raise NcdpoError(f"--workers must be >= 1 (got {args.workers})")
-    ds = collect_demos(args.task, args.episodes, args.noise, args.offset, args.seed, args.workers, args.skill)
+    ds = collect_demos(args.task, args.episodes, args.noise, args.offset, args.seed, args.workers, args.skill, args.mistake)
     ds.save(out)
     m = ds.meta
     by_skill = {}

@@ -12,8 +12,14 @@ Imperfection, robomimic "multi-human"-like: every episode draws an operator from
 * ``noise``: the std of Gaussian noise added to the arm part of every action, and
 * ``offset``: the std (metres) of a horizontal error in where the operator grasps,
 
-and a speed in [0.6, 1]. With the defaults some episodes fail (a missed or poor grasp, a drop); a dataset
-keeps them all, so a policy cloned from it is clearly imperfect. ``noise=0, offset=0`` is the clean expert.
+* ``mistake``: the probability that the operator makes one of the mistakes people make: closing the
+  gripper above the object instead of around it (``early``), or, on Can, letting go of the can half way
+  to the bin (``drop``),
+
+and a speed in [0.6, 1]. Noise and grasp errors are zero-mean, so cloning averages much of them away; the
+mistakes are a distinct mode of behaviour in the same states, which a diffusion policy reproduces. A
+dataset keeps the failed episodes, so a policy cloned from it is clearly imperfect. ``noise=0, offset=0,
+mistake=0`` is the clean expert.
 
 Demonstrators exist for ``lift``, ``can`` and ``square`` (and their ``-dense`` variants); ``square``
 grasps the nut by its handle with the fingers across it and places it by keeping the nut, as it hangs,
@@ -62,6 +68,7 @@ class Demonstrator:
     rng: np.random.Generator
     noise: float = 0.1
     offset: float = 0.01
+    mistake: float = 0.2
     skill: str = field(default="")
     """The episode's operator (drawn from :data:`SKILLS` when empty)."""
 
@@ -74,6 +81,9 @@ class Demonstrator:
         self.noise_std = self.noise * s
         self.grasp_offset = np.append(self.rng.normal(0.0, self.offset * s, 2), 0.0)
         self.speed = float(self.rng.uniform(0.6, 1.0))
+        self.slip = ""  # the episode's mistake, if any: "early" (closes above the object) or "drop" (lets go in transit)
+        if self.rng.random() < min(1.0, self.mistake * s):
+            self.slip = "drop" if self.env.task == "can" and self.rng.random() < 0.5 else "early"
         obs = self.env.last_raw_obs
         self.down = _rotation(obs["robot0_eef_quat"])  # the reset pose points the gripper down
         self.phase_i, self.steps_in_phase = 0, 0
@@ -90,21 +100,26 @@ class Demonstrator:
         obj = self._object()
         g = obj + self.grasp_offset
         if self.env.task == "lift":
+            z = 0.035 if self.slip == "early" else -0.005  # "early": the fingers close above the cube
             return [
                 Phase("approach", g + [0, 0, 0.08], -1.0, tol=0.015),
-                Phase("descend", g + [0, 0, -0.005], -1.0, tol=0.008),
-                Phase("grasp", g + [0, 0, -0.005], 1.0, tol=1.0, min_steps=8),
+                Phase("descend", g + [0, 0, z], -1.0, tol=0.008),
+                Phase("grasp", g + [0, 0, z], 1.0, tol=1.0, min_steps=8),
                 Phase("lift", g + [0, 0, 0.20], 1.0, tol=0.01, max_steps=200),
             ]
         rs = self.env.env
         goal = rs.target_bin_placements[rs.object_to_id["can"]].astype(np.float64)
         carry_z = max(obj[2], goal[2]) + 0.20
+        z = 0.08 if self.slip == "early" else 0.0
+        mid = np.array([(g[0] + goal[0]) / 2, (g[1] + goal[1]) / 2, carry_z])
+        drop = [Phase("carry", mid, 1.0, tol=0.035), Phase("drop", mid, -1.0, tol=1.0, min_steps=10)] if self.slip == "drop" else []
         return [
             Phase("approach", g + [0, 0, 0.08], -1.0, tol=0.015),
-            Phase("descend", g + [0, 0, 0.0], -1.0, tol=0.008),
-            Phase("grasp", g + [0, 0, 0.0], 1.0, tol=1.0, min_steps=8),
+            Phase("descend", g + [0, 0, z], -1.0, tol=0.008),
+            Phase("grasp", g + [0, 0, z], 1.0, tol=1.0, min_steps=8),
             Phase("lift", np.array([g[0], g[1], carry_z]), 1.0, tol=0.03),
-            Phase("carry", np.array([goal[0], goal[1], carry_z]), 1.0, tol=0.035, max_steps=100),
+            *drop,
+            Phase("carry", np.array([goal[0], goal[1], carry_z]), float(-1.0 if drop else 1.0), tol=0.035, max_steps=100),
             Phase("lower", np.array([goal[0], goal[1], goal[2] + 0.15]), 1.0, tol=0.035),
             Phase("settle", np.array([goal[0], goal[1], goal[2] + 0.15]), 1.0, tol=1.0, min_steps=4),
             Phase("release", np.array([goal[0], goal[1], goal[2] + 0.15]), -1.0, tol=1.0, min_steps=12),
@@ -124,6 +139,7 @@ class Demonstrator:
         yaw = float(np.arctan2(d[1], d[0]))  # the handle points along the nut's x axis
         yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the gripper is symmetric: turn at most 90 degrees
         off = self.grasp_offset
+        z = 0.03 if self.slip == "early" else 0.0
 
         def handle(dz: float):  # the handle as it is now (the nut settles on the table after reset)
             return lambda: rs.sim.data.site_xpos[site].astype(np.float64) + off + [0, 0, dz]
@@ -140,8 +156,8 @@ class Demonstrator:
 
         return [
             Phase("approach", handle(0.08), -1.0, tol=0.015, yaw=yaw),
-            Phase("descend", handle(0.0), -1.0, tol=0.01, max_steps=30, yaw=yaw),
-            Phase("grasp", handle(0.0), 1.0, tol=1.0, min_steps=10, yaw=yaw),
+            Phase("descend", handle(z), -1.0, tol=0.01, max_steps=30, yaw=yaw),
+            Phase("grasp", handle(z), 1.0, tol=1.0, min_steps=10, yaw=yaw),
             Phase("lift", lift_to(0.25), 1.0, tol=0.03, yaw=yaw),
             Phase("carry", over_peg(0.25), 1.0, tol=0.012, max_steps=80, yaw=yaw),
             Phase("lower", over_peg(0.035), 1.0, tol=0.01, max_steps=40, yaw=yaw),
@@ -190,10 +206,10 @@ def _rotation(quat_xyzw: np.ndarray) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- datasets
-def run_episode(env: Any, seed: int, noise: float, offset: float, skill: str = "") -> dict[str, Any]:
+def run_episode(env: Any, seed: int, noise: float, offset: float, skill: str = "", mistake: float = 0.0) -> dict[str, Any]:
     """One demonstrator episode on ``env`` reset with ``seed``: observations, actions, rewards, success."""
     env.reset(seed=seed)
-    demo = Demonstrator(env, np.random.default_rng(seed), noise, offset, skill)
+    demo = Demonstrator(env, np.random.default_rng(seed), noise, offset, mistake, skill)
     obs_l, act_l, rew_l = [], [], []
     obs = env._flat(env.last_raw_obs)
     while True:
@@ -206,22 +222,22 @@ def run_episode(env: Any, seed: int, noise: float, offset: float, skill: str = "
             break
     return {"obs": np.asarray(obs_l, np.float32), "actions": np.asarray(act_l, np.float32),
             "rewards": np.asarray(rew_l, np.float32), "terminated": bool(terminated), "success": bool(info["is_success"]),
-            "skill": demo.skill, "seed": seed}
+            "skill": demo.skill, "slip": demo.slip, "seed": seed}
 
 
-def _worker(args: tuple[str, list[int], float, float, str]) -> list[dict[str, Any]]:
+def _worker(args: tuple[str, list[int], float, float, str, float]) -> list[dict[str, Any]]:
     from ncdpo.envs.registry import TASKS
 
-    task, seeds, noise, offset, skill = args
+    task, seeds, noise, offset, skill, mistake = args
     env = TASKS[task].make()
     try:
-        return [run_episode(env, s, noise, offset, skill) for s in seeds]
+        return [run_episode(env, s, noise, offset, skill, mistake) for s in seeds]
     finally:
         env.close()
 
 
 def collect_demos(task: str, episodes: int, noise: float = 0.1, offset: float = 0.01, seed: int = 0,
-                  workers: int = 1, skill: str = "") -> Any:
+                  workers: int = 1, skill: str = "", mistake: float = 0.2) -> Any:
     """``episodes`` demonstrator episodes (reset seeds ``seed``, ``seed + 1``, ...) as a :class:`Dataset`.
 
     Episodes run in ``workers`` processes; the result does not depend on how many.
@@ -235,11 +251,13 @@ def collect_demos(task: str, episodes: int, noise: float = 0.1, offset: float = 
         raise NcdpoError(f"--episodes must be >= 1 (got {episodes})")
     if noise < 0 or offset < 0:
         raise NcdpoError(f"--noise and --offset must be >= 0 (got {noise}, {offset})")
+    if not 0 <= mistake <= 1:
+        raise NcdpoError(f"--mistake must be a probability in [0, 1] (got {mistake})")
     if skill and skill not in SKILLS:
         raise NcdpoError(f"--skill must be one of {', '.join(SKILLS)} (got '{skill}')")
     seeds = [seed + i for i in range(episodes)]
     workers = max(1, min(workers, episodes))
-    parts = [(task, seeds[i::workers], noise, offset, skill) for i in range(workers)]
+    parts = [(task, seeds[i::workers], noise, offset, skill, mistake) for i in range(workers)]
     if workers == 1:
         results = _worker(parts[0])
     else:
@@ -255,7 +273,7 @@ def collect_demos(task: str, episodes: int, noise: float = 0.1, offset: float = 
         dones[-1] = r["terminated"]
         eps.append(Episode(r["obs"], r["actions"], r["rewards"], dones, not r["terminated"]))
     act_dim = eps[0].actions.shape[1]  # the OSC_POSE controller's actions are in [-1, 1]
-    meta = {"source": "scripted demonstrator", "task": task, "noise": noise, "offset": offset, "seed": seed,
-            "skill": skill or "mixed", "successes": [r["success"] for r in results],
-            "skills": [r["skill"] for r in results], "success_rate": float(np.mean([r["success"] for r in results]))}
+    meta = {"source": "scripted demonstrator", "task": task, "noise": noise, "offset": offset, "mistake": mistake,
+            "seed": seed, "skill": skill or "mixed", "successes": [r["success"] for r in results],
+            "skills": [r["skill"] for r in results], "slips": [r["slip"] for r in results], "success_rate": float(np.mean([r["success"] for r in results]))}
     return Dataset(eps, task, -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32), meta)
