@@ -121,6 +121,14 @@ def test_clean_demonstrator_succeeds_on_a_fixed_seed(task, seed):
         env.close()
 
 
+def test_a_demonstrator_mistake_fails_the_episode(lift):
+    from ncdpo.data.demonstrators import run_episode
+
+    ep = run_episode(lift, seed=1, noise=0.0, offset=0.0, mistake=1.0)  # closes the gripper above the cube
+    assert ep["slip"] == "early" and not ep["success"] and not ep["terminated"]
+    assert len(ep["actions"]) == lift.horizon
+
+
 def test_demonstration_dataset_shapes_and_round_trip(tmp_path):
     from ncdpo.data.dataset import load_dataset
     from ncdpo.data.demonstrators import collect_demos
@@ -129,7 +137,7 @@ def test_demonstration_dataset_shapes_and_round_trip(tmp_path):
     path = ds.save(tmp_path / "lift.hdf5")
     back = load_dataset(path)
     assert back.env_id == "lift" and len(back.episodes) == 3
-    assert back.meta["successes"] == ds.meta["successes"] and len(back.meta["skills"]) == 3
+    assert back.meta["successes"] == ds.meta["successes"] and len(back.meta["skills"]) == len(back.meta["slips"]) == 3
     for e, ok in zip(back.episodes, back.meta["successes"]):
         T = len(e)
         assert e.obs.shape == (T, 19) and e.actions.shape == (T, 7) and e.rewards.shape == (T,)

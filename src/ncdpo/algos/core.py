@@ -168,6 +168,7 @@ def ppo_update(
             if math.isnan(first_ratio_dev):
                 first_ratio_dev = float((pl.ratio.detach() - 1).abs().max())
             if p.target_kl > 0 and float(pl.approx_kl) > 1.5 * p.target_kl:
+                stats["approx_kl"].append(float(pl.approx_kl))  # logged: the KL that stopped the update
                 stop = True
                 break
             v_loss = value_loss(agent.value(b_obs[idx], mb_store), b_val[idx], b_ret[idx], p.clip_coef if p.clip_vloss else None)
