@@ -66,9 +66,13 @@ class Demonstrator:
     env: Any
     """The :class:`~ncdpo.envs.manipulation.RobosuiteEnv` (its robosuite env gives the privileged state)."""
     rng: np.random.Generator
+    """The episode's generator (operator, grasp error, mistake, action noise)."""
     noise: float = 0.1
+    """Std of the Gaussian noise on the arm part of each action, before the skill scale."""
     offset: float = 0.01
+    """Std (metres) of the horizontal grasp error, before the skill scale."""
     mistake: float = 0.2
+    """Probability of a mistake in the episode, before the skill scale."""
     skill: str = field(default="")
     """The episode's operator (drawn from :data:`SKILLS` when empty)."""
 
