@@ -1,4 +1,4 @@
-"""Command-line interface: ``ncdpo train | pretrain | collect | eval | plot | tasks``.
+"""Command-line interface: ``ncdpo train | pretrain | collect | demos | eval | export | plot | tasks``.
 
 Every :class:`~ncdpo.config.TrainConfig` field is a ``train`` option (``--ppo.clip-coef 0.1``); ``--env``
 and ``--algo`` are the common short forms. User mistakes print one line, ``ncdpo: error: ...``, and exit 2;
@@ -83,11 +83,26 @@ def build_parser() -> _Parser:
     co.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     co.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
 
+    de = sub.add_parser("demos", help="record scripted demonstrations of a manipulation task (lift, can, square) into a dataset file")
+    de.add_argument("task", metavar="TASK", help="lift, can or square (or a -dense variant)")
+    de.add_argument("--out", required=True, metavar="FILE", help="dataset file to write (.hdf5)")
+    de.add_argument("--episodes", type=int, default=100, help="number of episodes, successful or not (default: 100)")
+    de.add_argument("--noise", type=float, default=0.1, help="std of the operator's action noise, scaled by skill (default: 0.1)")
+    de.add_argument("--offset", type=float, default=0.01, help="std in metres of the operator's grasp error, scaled by skill (default: 0.01)")
+    de.add_argument("--mistake", type=float, default=0.2, help="probability of a mistake (closing above the object; on Can "
+                    "also dropping it half way), scaled by skill (default: 0.2)")
+    de.add_argument("--skill", default="", help="one operator for all episodes: better, okay or worse (default: drawn per episode)")
+    de.add_argument("--seed", type=int, default=0, help="reset seed of the first episode; episode i uses seed + i (default: 0)")
+    de.add_argument("--workers", type=int, default=1, help="processes (default: 1); the data do not depend on it")
+    de.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    de.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+
     ev = sub.add_parser("eval", help="evaluate a run folder or checkpoint")
     ev.add_argument("path", metavar="RUN_OR_CHECKPOINT")
     ev.add_argument("--episodes", type=int, default=10, help="number of episodes (default: 10)")
     ev.add_argument("--sampled", action="store_true", help="sample the exploration noise (default: deterministic)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs and noise (default: 0)")
+    ev.add_argument("--n-envs", type=int, default=16, help="envs stepped side by side (default: 16)")
     ev.add_argument("--device", default="cpu", help="device (default: cpu)")
     ev.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
@@ -252,6 +267,30 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demos(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ncdpo.data.demonstrators import collect_demos
+
+    out = Path(args.out)
+    if out.suffix not in (".hdf5", ".h5"):
+        raise NcdpoError(f"--out must end in .hdf5 or .h5 (got {out.name})")
+    if out.exists() and not args.overwrite:
+        raise NcdpoError(f"{out} already exists; pass --overwrite to replace it")
+    if args.workers < 1:
+        raise NcdpoError(f"--workers must be >= 1 (got {args.workers})")
+    ds = collect_demos(args.task, args.episodes, args.noise, args.offset, args.seed, args.workers, args.skill, args.mistake)
+    ds.save(out)
+    m = ds.meta
+    by_skill = {}
+    for sk, ok in zip(m["skills"], m["successes"]):
+        by_skill.setdefault(sk, []).append(ok)
+    detail = ", ".join(f"{sk} {sum(v)}/{len(v)}" for sk, v in sorted(by_skill.items()))
+    print(f"wrote {out}: {args.task}, {len(ds.episodes)} episodes, {ds.n_transitions} transitions, "
+          f"success rate {m['success_rate']:.2f} ({detail})")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ncdpo.algos.core import evaluate, load_agent
     from ncdpo.checkpoint import atomic_write_bytes
@@ -261,7 +300,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     agent, obs_norm, ck = load_agent(args.path, args.device)
     cfg = ck.config
     deterministic = not args.sampled
-    res = evaluate(agent, obs_norm, cfg.env.id, args.episodes, cfg.act_steps, deterministic, args.seed, cfg.env.max_episode_steps)
+    if args.n_envs < 1:
+        raise NcdpoError(f"--n-envs must be >= 1 (got {args.n_envs})")
+    res = evaluate(agent, obs_norm, cfg.env.id, args.episodes, cfg.act_steps, deterministic, args.seed,
+                   cfg.env.max_episode_steps, max_envs=args.n_envs, vector=cfg.env.vector)
     mode = "deterministic" if deterministic else "sampled"
     print(
         f"{cfg.env.id} {cfg.algo} ({ck.path}, {ck.meta.get('env_steps', '?')} env steps): "
@@ -329,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_collect(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "demos":
+            return cmd_demos(args)
         if args.command == "plot":
             return cmd_plot(args)
         if args.command == "export":

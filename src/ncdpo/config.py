@@ -36,7 +36,10 @@ class EnvConfig:
     id: str = "Hopper-v5"
     """Task id: a registered task (``ncdpo tasks`` lists them) or any gymnasium env id with a Box action space."""
     n_envs: int = 16
-    """Number of environments stepped in lock-step (gymnasium SyncVectorEnv)."""
+    """Number of environments stepped in lock-step."""
+    vector: str = "auto"
+    """``sync``: all envs in this process (SyncVectorEnv); ``async``: one subprocess per env (AsyncVectorEnv, for
+    slow simulators such as robosuite); ``auto``: as the task prefers (async for the manipulation tasks)."""
     max_episode_steps: int = 0
     """Episode limit in env steps; 0 keeps the env's own limit."""
     norm_obs: bool = True
@@ -429,6 +432,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     )
     need(cfg.env.n_envs >= 1, f"env.n_envs must be >= 1 (got {cfg.env.n_envs})")
     need(cfg.env.max_episode_steps >= 0, "env.max_episode_steps must be >= 0")
+    need(cfg.env.vector in ("auto", "sync", "async"), f"env.vector must be auto, sync or async (got {cfg.env.vector!r})")
     need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device) is not None,
          f"device must be auto, cpu, cuda, cuda:N or mps (got {cfg.device!r})")
     need(cfg.env.clip_obs > 0, f"env.clip_obs must be positive (got {cfg.env.clip_obs})")

@@ -2,7 +2,9 @@
 
 ``shipped:TASK`` names them wherever a path is expected: as a checkpoint (``ncdpo eval``, ``ncdpo train
 --init``, ``ncdpo collect``) it is the task's behaviour-cloned diffusion policy, as a dataset (``ncdpo
-pretrain --dataset``) the task's *medium* dataset. ``scripts/make_locomotion_data.py`` regenerates them.
+pretrain --dataset``) the dataset it was cloned from: the *medium* dataset of a locomotion task
+(``scripts/make_locomotion_data.py`` regenerates them), the scripted demonstrations of a manipulation task
+(``scripts/make_manipulation_data.py``).
 """
 
 from __future__ import annotations
@@ -12,13 +14,21 @@ from pathlib import Path
 from ncdpo.errors import NcdpoError
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "locomotion"
+MANIPULATION_ASSETS = Path(__file__).resolve().parent / "assets" / "manipulation"
 PREFIX = "shipped:"
 FILES = {"checkpoint": "medium_bc.safetensors", "dataset": "medium.hdf5"}
+MANIPULATION_FILES = {"checkpoint": "bc.safetensors", "dataset": "demos.hdf5"}
+
+
+def asset_dir(task: str) -> Path:
+    """The folder of a task's shipped files (which need not exist)."""
+    return (MANIPULATION_ASSETS if (MANIPULATION_ASSETS / task).is_dir() else ASSETS) / task
 
 
 def available() -> list[str]:
     """Tasks with shipped files."""
-    return sorted(p.name for p in ASSETS.iterdir() if (p / FILES["checkpoint"]).is_file()) if ASSETS.is_dir() else []
+    return sorted(p.name for d, files in ((ASSETS, FILES), (MANIPULATION_ASSETS, MANIPULATION_FILES)) if d.is_dir()
+                  for p in d.iterdir() if (p / files["checkpoint"]).is_file())
 
 
 def resolve(spec: str | Path, kind: str) -> Path:
@@ -27,7 +37,8 @@ def resolve(spec: str | Path, kind: str) -> Path:
     if not s.startswith(PREFIX):
         return Path(s)
     task = s[len(PREFIX):]
-    path = ASSETS / task / FILES[kind]
+    folder = asset_dir(task)
+    path = folder / (MANIPULATION_FILES if folder.parent == MANIPULATION_ASSETS else FILES)[kind]
     if not path.is_file():
         raise NcdpoError(f"no shipped {kind} for '{task}' (shipped: {', '.join(available()) or 'none'})")
     return path

@@ -4,10 +4,9 @@ encoding of such nested Python state.
 A resumable checkpoint stores, next to the weights, a JSON tree whose arrays are replaced by references to
 tensors in the same safetensors file (:func:`pack` / :func:`unpack`), so no pickle is ever loaded.
 
-Simulator state (:func:`env_state` / :func:`set_env_state`) is captured layer by layer through the wrapper
-chain of each sub-environment of a :class:`gymnasium.vector.SyncVectorEnv`: plain attributes (numbers,
-arrays, deques), the env's random generator, and for MuJoCo envs the full integration state
-(``mj_getState(..., mjSTATE_INTEGRATION)``: time, qpos, qvel, actuator state, warm-start accelerations).
+Simulator state (:func:`env_state` / :func:`set_env_state`, from :mod:`ncdpo.envs.snapshot`) is captured
+layer by layer through the wrapper chain of each sub-environment: plain attributes, random generators and
+the full MuJoCo integration state.
 """
 
 from __future__ import annotations
@@ -19,14 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-# Attributes that are structure or configuration, not state.
-_SKIP = {
-    "env", "envs", "env_fns", "_action_space", "_observation_space", "_metadata", "_cached_spec", "_saved_kwargs",
-    "action_space", "observation_space", "single_action_space", "single_observation_space", "metadata", "spec",
-    "model", "data", "_ezpickle_args", "_ezpickle_kwargs", "render_mode", "mujoco_renderer", "_env_obs",
-}
-_SIMPLE = (bool, int, float, str, np.ndarray, np.generic, deque)
+from ncdpo.envs.snapshot import env_state, set_env_state
 
+__all__ = ["env_state", "pack", "rng_state", "set_env_state", "set_rng_state", "unpack"]
 
 # ---------------------------------------------------------------------------------------------- encoding
 def pack(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -88,66 +82,3 @@ def set_rng_state(st: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-# ---------------------------------------------------------------------------------------------- envs
-def _layers(env: Any) -> list[Any]:
-    out = [env]
-    while hasattr(out[-1], "env"):
-        out.append(out[-1].env)
-    return out
-
-
-def _layer_state(obj: Any) -> dict[str, Any]:
-    st: dict[str, Any] = {"__class__": type(obj).__name__}
-    for k, v in vars(obj).items():
-        if k in _SKIP:
-            continue
-        if isinstance(v, np.random.Generator):
-            st[k] = {"__generator__": v.bit_generator.state}
-        elif isinstance(v, _SIMPLE) and not (isinstance(v, deque) and not all(isinstance(x, _SIMPLE) for x in v)):
-            st[k] = v.copy() if isinstance(v, (np.ndarray, deque)) else v
-    data, model = getattr(obj, "data", None), getattr(obj, "model", None)
-    if data is not None and type(data).__name__ == "MjData":
-        import mujoco
-
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        buf = np.empty(mujoco.mj_stateSize(model, spec), np.float64)
-        mujoco.mj_getState(model, data, buf, spec)
-        st["__mujoco__"] = buf
-    return st
-
-
-def _set_layer_state(obj: Any, st: dict[str, Any]) -> None:
-    if st.get("__class__", type(obj).__name__) != type(obj).__name__:
-        raise ValueError(f"saved env layer {st['__class__']} where this env stack has {type(obj).__name__}")
-    for k, v in st.items():
-        if k == "__class__":
-            continue
-        if k == "__mujoco__":
-            import mujoco
-
-            mujoco.mj_setState(obj.model, obj.data, np.asarray(v, np.float64), mujoco.mjtState.mjSTATE_INTEGRATION)
-        elif isinstance(v, dict) and "__generator__" in v:
-            gen = getattr(obj, k, None)
-            if not isinstance(gen, np.random.Generator):
-                gen = np.random.default_rng()
-                setattr(obj, k, gen)
-            gen.bit_generator.state = v["__generator__"]
-        else:
-            setattr(obj, k, v)
-
-
-def env_state(envs: Any) -> dict[str, Any]:
-    """State of a SyncVectorEnv and of every layer of each of its sub-envs."""
-    return {"vector": _layer_state(envs), "envs": [[_layer_state(layer) for layer in _layers(e)] for e in envs.envs]}
-
-
-def set_env_state(envs: Any, st: dict[str, Any]) -> None:
-    """Restore :func:`env_state` into a freshly made vector env of the same task and size."""
-    if len(st["envs"]) != len(envs.envs):
-        raise ValueError(f"saved state has {len(st['envs'])} envs, this vector env {len(envs.envs)}")
-    _set_layer_state(envs, st["vector"])
-    for e, layers in zip(envs.envs, st["envs"]):
-        if len(layers) != len(_layers(e)):
-            raise ValueError(f"saved env stack has {len(layers)} layers, this one {len(_layers(e))}")
-        for layer, ls in zip(_layers(e), layers):
-            _set_layer_state(layer, ls)

@@ -26,7 +26,7 @@ from ncdpo.algos import make_agent
 from ncdpo.algos.base import Agent
 from ncdpo.checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, load_module_state, save_checkpoint
 from ncdpo.config import TrainConfig, apply_overrides, to_dict, validate
-from ncdpo.envs.registry import done_values, env_dims, episode_stats, make_vec_env
+from ncdpo.envs.registry import done_values, env_dims, episode_stats, make_vec_env, vector_mode
 from ncdpo.errors import EnvWorkerError, NcdpoError, NonFiniteError
 from ncdpo.logger import Logger
 from ncdpo.policies.common import ObsNormalizer, RewardScaler
@@ -168,6 +168,7 @@ def ppo_update(
             if math.isnan(first_ratio_dev):
                 first_ratio_dev = float((pl.ratio.detach() - 1).abs().max())
             if p.target_kl > 0 and float(pl.approx_kl) > 1.5 * p.target_kl:
+                stats["approx_kl"].append(float(pl.approx_kl))  # logged: the KL that stopped the update
                 stop = True
                 break
             v_loss = value_loss(agent.value(b_obs[idx], mb_store), b_val[idx], b_ret[idx], p.clip_coef if p.clip_vloss else None)
@@ -207,11 +208,19 @@ def evaluate(
     seed: int = 0,
     max_episode_steps: int = 0,
     max_envs: int = 16,
+    vector: str = "auto",
+    envs: Any = None,
 ) -> dict[str, Any]:
-    """Run ``n_episodes`` complete episodes; each env contributes a fixed quota (no bias to short ones)."""
-    n_envs = min(n_episodes, max_envs)
+    """Run ``n_episodes`` complete episodes; each env contributes a fixed quota (no bias to short ones).
+
+    ``envs``: a vector env made by :func:`make_vec_env` for this task to use (and leave open) instead of
+    making one; every env is reset with ``seed`` first, so the result does not depend on what ran before.
+    """
+    own = envs is None
+    if own:
+        envs = make_vec_env(env_id, min(n_episodes, max_envs), act_steps, max_episode_steps, vector)
+    n_envs = envs.num_envs
     quota = np.full(n_envs, n_episodes // n_envs) + (np.arange(n_envs) < n_episodes % n_envs)
-    envs = make_vec_env(env_id, n_envs, act_steps, max_episode_steps)
     device = next(agent.parameters()).device
     returns: list[float] = []
     lengths: list[int] = []
@@ -230,7 +239,8 @@ def evaluate(
                 lengths.append(int(ep["l"][i]))
                 successes.append(float(succ[i]))
                 got[i] += 1
-    envs.close()
+    if own:
+        envs.close()
     known = [x for x in successes if not math.isnan(x)]
     return {
         "return_mean": float(np.mean(returns)),
@@ -363,7 +373,8 @@ class Trainer:
             torch.set_num_threads(cfg.torch_threads)
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
-        self.envs = make_vec_env(cfg.env.id, cfg.env.n_envs, cfg.act_steps, cfg.env.max_episode_steps)
+        self.envs = make_vec_env(cfg.env.id, cfg.env.n_envs, cfg.act_steps, cfg.env.max_episode_steps, cfg.env.vector)
+        self.eval_envs: Any = None  # subprocess eval envs are kept between evaluations (slow to start)
         self.obs_dim, self.act_dim = env_dims(self.envs)
         self.agent = make_agent(cfg, self.obs_dim, self.act_dim).to(self.device)
         self.obs_norm = ObsNormalizer(self.obs_dim, cfg.env.norm_obs, cfg.env.clip_obs)
@@ -512,6 +523,8 @@ class Trainer:
                 bar.close()
             logger.close()
             self.envs.close()
+            if self.eval_envs is not None:
+                self.eval_envs.close()
         return self.run_dir
 
     def _loop(self, logger: Logger, buf: RolloutBuffer, bar: Any, obs: np.ndarray, t_start: float) -> None:
@@ -610,8 +623,13 @@ class Trainer:
             return self._eval_inner()
 
     def _eval_inner(self) -> dict[str, float]:
-        r = evaluate(self.agent, self.obs_norm, self.cfg.env.id, self.cfg.eval_episodes, self.cfg.act_steps,
-                     self.cfg.eval_deterministic, seed=self.cfg.seed + 100_000, max_episode_steps=self.cfg.env.max_episode_steps)
+        cfg = self.cfg
+        if self.eval_envs is None and vector_mode(cfg.env.id, cfg.env.vector) == "async":
+            self.eval_envs = make_vec_env(cfg.env.id, min(cfg.eval_episodes, cfg.env.n_envs), cfg.act_steps,
+                                          cfg.env.max_episode_steps, "async")
+        r = evaluate(self.agent, self.obs_norm, cfg.env.id, cfg.eval_episodes, cfg.act_steps, cfg.eval_deterministic,
+                     seed=cfg.seed + 100_000, max_episode_steps=cfg.env.max_episode_steps, vector=cfg.env.vector,
+                     envs=self.eval_envs)
         return {"eval/return_mean": r["return_mean"], "eval/return_std": r["return_std"], "eval/success_rate": r["success_rate"]}
 
 

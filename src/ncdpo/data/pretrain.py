@@ -200,13 +200,15 @@ def _bc_loop(cfg, start, n_evals, policy, ema, eval_agent, opt, gen, obs_t, chun
                 eval_agent.policy.load_state_dict(ema.state_dict())
                 with torch.random.fork_rng(devices=[]):  # evaluation leaves the training RNG alone
                     r = evaluate(eval_agent, obs_norm, cfg.env.id, cfg.eval_episodes, cfg.act_steps, cfg.eval_deterministic,
-                                 seed=cfg.seed + 100_000, max_episode_steps=cfg.env.max_episode_steps)
-                ev = {"eval/return_mean": r["return_mean"], "eval/return_std": r["return_std"]}
+                                 seed=cfg.seed + 100_000, max_episode_steps=cfg.env.max_episode_steps, vector=cfg.env.vector)
+                ev = {"eval/return_mean": r["return_mean"], "eval/return_std": r["return_std"],
+                      "eval/success_rate": r["success_rate"]}
                 last_ev = ev
                 n_evals += 1
             row = {"step": done, "wall_s": time.perf_counter() - t0, "losses/bc_loss": float(np.mean(losses)),
                    "charts/lr": lr_at(step, cfg), "eval/return_mean": ev.get("eval/return_mean", math.nan),
-                   "eval/return_std": ev.get("eval/return_std", math.nan)}
+                   "eval/return_std": ev.get("eval/return_std", math.nan),
+                   "eval/success_rate": ev.get("eval/success_rate", math.nan)}
             logger.log(row, done)
             losses.clear()
             n_logs = done // cfg.pretrain.log_every

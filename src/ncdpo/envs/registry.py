@@ -11,7 +11,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from ncdpo.envs.wrappers import ActionChunk, WorkerGuard
 from ncdpo.errors import NcdpoError
@@ -26,6 +26,9 @@ class Task:
     make: Callable[..., gym.Env]
     preset: dict[str, Any] = field(default_factory=dict)
     """Dotted config overrides applied before the user's own (e.g. ``{"ppo.gamma": 0.99}``)."""
+    vector: str = "sync"
+    """How ``env.vector = "auto"`` steps several envs: ``"sync"`` in this process, ``"async"`` one subprocess
+    each (for simulators whose step costs far more than a pipe round trip)."""
 
 
 TASKS: dict[str, Task] = {}
@@ -51,6 +54,27 @@ for _id, _desc in [
     register(Task(_id, _desc, _gym_maker(_id), dict(_LOCOMOTION_PRESET)))
 
 
+def _manipulation_maker(task: str, reward: str) -> Callable[..., gym.Env]:
+    def make(**kwargs: Any) -> gym.Env:
+        from ncdpo.envs.manipulation import RobosuiteEnv
+
+        return RobosuiteEnv(task, reward, **kwargs)
+
+    return make
+
+
+_MANIPULATION_PRESET = {"env.n_envs": 8, "ppo.gamma": 0.99, "ppo.gae_lambda": 0.95, "env.norm_reward": False}
+for _id, _desc in [
+    ("lift", "robosuite Lift, Panda, OSC_POSE 20 Hz: 19-D obs, 7-D action, success ends the episode, 300 steps"),
+    ("can", "robosuite PickPlaceCan, Panda, OSC_POSE 20 Hz: 23-D obs, 7-D action, success ends the episode, 300 steps"),
+    ("square", "robosuite NutAssemblySquare, Panda, OSC_POSE 20 Hz: 23-D obs, 7-D action, success ends the episode, 400 steps"),
+    ("transport", "robosuite TwoArmTransport, 2 Pandas, OSC_POSE 20 Hz: 59-D obs, 14-D action, success ends the episode, 800 steps"),
+]:
+    register(Task(_id, _desc + "; sparse reward", _manipulation_maker(_id, "sparse"), dict(_MANIPULATION_PRESET), "async"))
+    register(Task(f"{_id}-dense", _desc + "; robosuite's shaped reward", _manipulation_maker(_id, "dense"),
+                  dict(_MANIPULATION_PRESET), "async"))
+
+
 def task_preset(env_id: str) -> dict[str, Any]:
     """The preset of a registered task, or ``{}`` for a plain gymnasium id."""
     return dict(TASKS[env_id].preset) if env_id in TASKS else {}
@@ -73,14 +97,48 @@ def make_env(env_id: str, act_steps: int = 1, max_episode_steps: int = 0) -> gym
     return ActionChunk(env, act_steps)
 
 
-def make_vec_env(env_id: str, n_envs: int, act_steps: int = 1, max_episode_steps: int = 0) -> SyncVectorEnv:
-    """``n_envs`` chunked envs stepped in lock-step; finished envs reset in the same step (final obs in info)."""
-    make_env(env_id, act_steps, max_episode_steps).close()  # fail fast, with a clear message, in this process
-    fns = [lambda i=i: WorkerGuard(make_env(env_id, act_steps, max_episode_steps), env_id, i) for i in range(n_envs)]
-    return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+def vector_mode(env_id: str, vector: str = "auto") -> str:
+    """``"sync"`` or ``"async"``: ``vector`` itself, or for ``"auto"`` the task's preference."""
+    if vector != "auto":
+        return vector
+    return TASKS[env_id].vector if env_id in TASKS else "sync"
 
 
-def env_dims(envs: SyncVectorEnv) -> tuple[int, int]:
+def make_vec_env(env_id: str, n_envs: int, act_steps: int = 1, max_episode_steps: int = 0,
+                 vector: str = "auto") -> SyncVectorEnv | AsyncVectorEnv:
+    """``n_envs`` chunked envs stepped in lock-step; finished envs reset in the same step (final obs in info).
+
+    ``vector``: ``"sync"`` steps them in this process (gymnasium SyncVectorEnv), ``"async"`` in one
+    subprocess each (AsyncVectorEnv, started with ``spawn``), ``"auto"`` as the task prefers.
+    """
+    mode = vector_mode(env_id, vector)
+    if mode == "sync" or n_envs == 1:
+        make_env(env_id, act_steps, max_episode_steps).close()  # fail fast, with a clear message, in this process
+        fns = [lambda i=i: WorkerGuard(make_env(env_id, act_steps, max_episode_steps), env_id, i) for i in range(n_envs)]
+        return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    # AsyncVectorEnv builds the first env in this process to read its spaces, so a bad id fails fast here
+    fns = [_AsyncMaker(env_id, act_steps, max_episode_steps, i) for i in range(n_envs)]
+    return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="spawn", shared_memory=False)
+
+
+class _AsyncMaker:
+    """A picklable env constructor for AsyncVectorEnv workers."""
+
+    def __init__(self, env_id: str, act_steps: int, max_episode_steps: int, index: int) -> None:
+        self.args = (env_id, act_steps, max_episode_steps, index)
+
+    def __call__(self) -> gym.Env:
+        import signal
+
+        # Ctrl-C in a terminal signals the whole process group: the training process handles it (finishes the
+        # iteration, checkpoints, closes these workers); a worker that died of it would lose the episode state
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        env_id, act_steps, max_episode_steps, index = self.args
+        return WorkerGuard(make_env(env_id, act_steps, max_episode_steps), env_id, index)
+
+
+def env_dims(envs: SyncVectorEnv | AsyncVectorEnv) -> tuple[int, int]:
     """(obs_dim, act_dim) of a vector env made by :func:`make_vec_env`."""
     return int(np.prod(envs.single_observation_space.shape)), int(envs.single_action_space.shape[-1])
 

@@ -70,3 +70,17 @@ class WorkerGuard(gym.Wrapper):
             return self.env.step(action)
         except Exception as e:
             raise self._fail("step", e) from e
+
+    @property
+    def ncdpo_snapshot(self) -> list[dict[str, Any]]:
+        """This env's full state (see :mod:`ncdpo.envs.snapshot`); assigning a snapshot restores it. An
+        attribute, so that AsyncVectorEnv's ``get_attr`` / ``set_attr`` reach it inside each worker."""
+        from ncdpo.envs.snapshot import stack_state
+
+        return stack_state(self)
+
+    @ncdpo_snapshot.setter
+    def ncdpo_snapshot(self, layers: list[dict[str, Any]]) -> None:
+        from ncdpo.envs.snapshot import set_stack_state
+
+        set_stack_state(self, layers)

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Regenerate the shipped manipulation demonstrations and behaviour-cloned checkpoints (robomimic "MH"-like).
+
+For each task this runs, with ncdpo's own commands (each step is skipped when its output exists, so the
+script resumes after an interruption):
+
+1. ``ncdpo demos TASK --episodes N`` -> ``demos.hdf5``: scripted demonstrations with skill-scaled noise
+   (``ncdpo.data.demonstrators``), successful and failed episodes alike.
+2. ``ncdpo pretrain`` of a K=10 diffusion policy (horizon 4, 4 actions executed per decision) on them.
+3. ``ncdpo eval`` of the behaviour-cloned policy: ``--eval-episodes`` episodes, deterministic and sampled.
+
+The shipped copies (``demos.hdf5``, ``bc.safetensors`` without training state, ``summary.json``) go to
+``src/ncdpo/assets/manipulation/<task>/``, where ``shipped:<task>`` finds them; the rest stays under
+``--work`` (default ``data_gen/manipulation``, git-ignored).
+
+    python scripts/make_manipulation_data.py --tasks lift can
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+NCDPO = [sys.executable, "-m", "ncdpo.cli"]
+ASSETS = ROOT / "src" / "ncdpo" / "assets" / "manipulation"
+BC_ARGS = ["--horizon", "4", "--act-steps", "4", "--diffusion.denoising-steps", "10", "--diffusion.hidden-dim", "256",
+           "--diffusion.num-blocks", "2"]
+EVAL_SEED = 12345
+
+
+def sh(cmd: list[str], log: Path | None = None) -> None:
+    print("+", " ".join(cmd[2:] if cmd[:2] == NCDPO[:2] else cmd), flush=True)
+    if log is None:
+        subprocess.check_call(cmd)
+    else:
+        with open(log, "w") as f:
+            subprocess.check_call(cmd, stdout=f, stderr=subprocess.STDOUT)
+
+
+def eval_json(path: Path, out: Path, episodes: int, sampled: bool, n_envs: int) -> dict:
+    if not out.is_file():
+        sh([*NCDPO, "eval", str(path), "--episodes", str(episodes), "--seed", str(EVAL_SEED), "--n-envs", str(n_envs),
+            "--json", str(out), *(["--sampled"] if sampled else [])])
+    return json.loads(out.read_text())
+
+
+def make_task(task: str, a: argparse.Namespace) -> dict:
+    from ncdpo.checkpoint import export_policy
+    from ncdpo.data.dataset import load_dataset
+
+    work = Path(a.work) / task
+    work.mkdir(parents=True, exist_ok=True)
+    demos = work / "demos.hdf5"
+    if not demos.is_file():
+        t0 = time.time()
+        sh([*NCDPO, "demos", task, "--episodes", str(a.episodes), "--noise", str(a.noise), "--offset", str(a.offset),
+            "--mistake", str(a.mistake),
+            "--seed", str(a.seed), "--workers", str(a.workers), "--out", str(demos)])
+        (work / "demos_wall_s.txt").write_text(f"{time.time() - t0:.0f}\n")
+    ds = load_dataset(demos)
+
+    bc_run = work / "bc"
+    if not (bc_run / "checkpoints" / "final.safetensors").is_file():
+        sh([*NCDPO, "pretrain", "--dataset", str(demos), *BC_ARGS, "--pretrain.steps", str(a.bc_steps),
+            "--eval-every", "0", "--out-dir", str(work), "--run-name", "bc", "--overwrite", "--progress", "false",
+            "--seed", "1", "--torch-threads", "1"], work / "bc.log")
+    det = eval_json(bc_run, work / "bc_eval_deterministic.json", a.eval_episodes, False, a.eval_envs)
+    smp = eval_json(bc_run, work / "bc_eval_sampled.json", a.eval_episodes, True, a.eval_envs)
+
+    st = ds.stats()
+    m = ds.meta
+    by_skill: dict[str, list[bool]] = {}
+    for sk, ok in zip(m["skills"], m["successes"]):
+        by_skill.setdefault(sk, []).append(ok)
+    summary = {
+        "task": task,
+        "demos": {"episodes": st["episodes"], "transitions": st["transitions"], "success_rate": m["success_rate"],
+                  "success_rate_by_skill": {k: sum(v) / len(v) for k, v in sorted(by_skill.items())},
+                  "noise": m["noise"], "offset": m["offset"], "mistake": m["mistake"], "seed": m["seed"],
+                  "mistakes": sum(1 for x in m["slips"] if x), "length_mean": st["length_mean"]},
+        "bc": {"steps": a.bc_steps, "eval_episodes": a.eval_episodes, "eval_seed": EVAL_SEED,
+               "success_rate_deterministic": det["success_rate"], "success_rate_sampled": smp["success_rate"],
+               "length_mean_deterministic": det["length_mean"]},
+    }
+    dest = ASSETS / task
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(demos, dest / "demos.hdf5")
+    export_policy(bc_run / "checkpoints" / "final.safetensors", dest / "bc.safetensors")  # without training state
+    (dest / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=["lift", "can"])
+    ap.add_argument("--episodes", type=int, default=100, help="demonstration episodes per task")
+    ap.add_argument("--noise", type=float, default=0.1)
+    ap.add_argument("--offset", type=float, default=0.01)
+    ap.add_argument("--mistake", type=float, default=0.2)
+    ap.add_argument("--seed", type=int, default=0, help="reset seed of the first demonstration episode")
+    ap.add_argument("--bc-steps", type=int, default=10_000)
+    ap.add_argument("--eval-episodes", type=int, default=50)
+    ap.add_argument("--eval-envs", type=int, default=8, help="subprocess envs for evaluation")
+    ap.add_argument("--workers", type=int, default=2, help="processes for the demonstrations")
+    ap.add_argument("--work", default=str(ROOT / "data_gen" / "manipulation"))
+    a = ap.parse_args()
+    for task in a.tasks:
+        s = make_task(task, a)
+        print(f"{task}: demonstrator success {s['demos']['success_rate']:.2f} over {s['demos']['episodes']} episodes; "
+              f"BC success {s['bc']['success_rate_deterministic']:.2f} deterministic, "
+              f"{s['bc']['success_rate_sampled']:.2f} sampled ({a.eval_episodes} episodes)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
