@@ -223,6 +223,7 @@ def test_shipped_names_resolve_or_fail_clearly(tmp_path, monkeypatch):
     import ncdpo.shipped as shipped
 
     monkeypatch.setattr(shipped, "ASSETS", tmp_path)
+    monkeypatch.setattr(shipped, "MANIPULATION_ASSETS", tmp_path / "none")
     (tmp_path / "Hopper-v5").mkdir()
     small_dataset().save(tmp_path / "Hopper-v5" / "medium.hdf5")
     (tmp_path / "Hopper-v5" / "medium_bc.safetensors").write_bytes(b"x")
