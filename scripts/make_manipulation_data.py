@@ -21,27 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-NCDPO = [sys.executable, "-m", "ncdpo.cli"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_locomotion_data import BC_ARGS, NCDPO, sh  # noqa: E402  (the same policy shape and command runner)
+
 ASSETS = ROOT / "src" / "ncdpo" / "assets" / "manipulation"
-BC_ARGS = ["--horizon", "4", "--act-steps", "4", "--diffusion.denoising-steps", "10", "--diffusion.hidden-dim", "256",
-           "--diffusion.num-blocks", "2"]
 EVAL_SEED = 12345
-
-
-def sh(cmd: list[str], log: Path | None = None) -> None:
-    print("+", " ".join(cmd[2:] if cmd[:2] == NCDPO[:2] else cmd), flush=True)
-    if log is None:
-        subprocess.check_call(cmd)
-    else:
-        with open(log, "w") as f:
-            subprocess.check_call(cmd, stdout=f, stderr=subprocess.STDOUT)
 
 
 def eval_json(path: Path, out: Path, episodes: int, sampled: bool, n_envs: int) -> dict:

@@ -13,6 +13,7 @@ import json
 import sys
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ncdpo.config import TrainConfig, apply_overrides, flat_fields, load_config_file, validate
@@ -244,16 +245,20 @@ def cmd_pretrain(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return pretrain(cfg)[1]
 
 
-def cmd_collect(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ncdpo.data.collect import collect
-
+def _dataset_out(args: argparse.Namespace) -> Path:
+    """The ``--out`` dataset path of ``collect`` / ``demos``, checked before any work is done."""
     out = Path(args.out)
     if out.suffix not in (".hdf5", ".h5"):
         raise NcdpoError(f"--out must end in .hdf5 or .h5 (got {out.name})")
     if out.exists() and not args.overwrite:
         raise NcdpoError(f"{out} already exists; pass --overwrite to replace it")
+    return out
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from ncdpo.data.collect import collect
+
+    out = _dataset_out(args)
     if args.n_envs < 1:
         raise NcdpoError(f"--n-envs must be >= 1 (got {args.n_envs})")
     if args.episodes < 0 or args.transitions < 0:
@@ -268,15 +273,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_demos(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ncdpo.data.demonstrators import collect_demos
 
-    out = Path(args.out)
-    if out.suffix not in (".hdf5", ".h5"):
-        raise NcdpoError(f"--out must end in .hdf5 or .h5 (got {out.name})")
-    if out.exists() and not args.overwrite:
-        raise NcdpoError(f"{out} already exists; pass --overwrite to replace it")
+    out = _dataset_out(args)
     if args.workers < 1:
         raise NcdpoError(f"--workers must be >= 1 (got {args.workers})")
     ds = collect_demos(args.task, args.episodes, args.noise, args.offset, args.seed, args.workers, args.skill, args.mistake)
