@@ -215,7 +215,19 @@ def evaluate(
 
     ``envs``: a vector env made by :func:`make_vec_env` for this task to use (and leave open) instead of
     making one; every env is reset with ``seed`` first, so the result does not depend on what ran before.
+    The policy's noise (a diffusion chain's initial latent even when ``deterministic``) is drawn from torch's
+    generator seeded with ``seed`` too, inside :func:`torch.random.fork_rng`: the result is reproducible and
+    the caller's generator state is left as it was.
     """
+    device = next(agent.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _evaluate(agent, obs_norm, env_id, n_episodes, act_steps, deterministic, seed, max_episode_steps,
+                         max_envs, vector, envs)
+
+
+def _evaluate(agent: Agent, obs_norm: ObsNormalizer, env_id: str, n_episodes: int, act_steps: int, deterministic: bool,
+              seed: int, max_episode_steps: int, max_envs: int, vector: str, envs: Any) -> dict[str, Any]:
     own = envs is None
     if own:
         envs = make_vec_env(env_id, min(n_episodes, max_envs), act_steps, max_episode_steps, vector)
