@@ -6,6 +6,7 @@ checkpoint, and started afresh otherwise; its console output is appended to ``<r
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -41,3 +42,11 @@ def run_train(run: Path, train_args: list[str]) -> str:
     if rc != 0 and not finished(run):  # (a resume that found the run complete restores its final checkpoint)
         raise SystemExit(f"{run.name} failed (exit {rc}); see {log_path}")
     return f"{run.name}: {time.time() - t0:.0f} s"
+
+
+def eval_json(target: str, res: Path, episodes: int, seed: int, extra: list[str] = ()) -> dict:
+    """``ncdpo eval TARGET`` over ``episodes`` episodes with ``seed``, cached in the JSON file ``res``."""
+    if not res.is_file():
+        subprocess.check_call([*NCDPO, "eval", target, "--episodes", str(episodes), "--seed", str(seed), "--json", str(res),
+                               *extra], stdout=subprocess.DEVNULL)
+    return json.loads(res.read_text())

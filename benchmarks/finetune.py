@@ -19,7 +19,6 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 from ncdpo.checkpoint import AtomicText, atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import NCDPO, finished, run_train  # noqa: E402
+from _harness import eval_json, finished, run_train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -44,10 +43,7 @@ def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
 
 
 def evaluate(target: str, res: Path, episodes: int) -> dict:
-    if not res.is_file():
-        subprocess.check_call([*NCDPO, "eval", target, "--episodes", str(episodes), "--seed", str(EVAL_SEED),
-                               "--json", str(res)], stdout=subprocess.DEVNULL)
-    return json.loads(res.read_text())
+    return eval_json(target, res, episodes, EVAL_SEED)
 
 
 def peak_mem(log: list[dict]) -> float:

@@ -32,7 +32,7 @@ import numpy as np
 from ncdpo.checkpoint import AtomicText, atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import NCDPO, finished, run_train  # noqa: E402
+from _harness import NCDPO, eval_json, finished, run_train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -47,11 +47,7 @@ def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
 
 
 def evaluate(target: str, res: Path, episodes: int, sampled: bool, n_envs: int) -> dict:
-    if not res.is_file():
-        subprocess.check_call([*NCDPO, "eval", target, "--episodes", str(episodes), "--seed", str(EVAL_SEED),
-                               "--n-envs", str(n_envs), "--json", str(res), *(["--sampled"] if sampled else [])],
-                              stdout=subprocess.DEVNULL)
-    return json.loads(res.read_text())
+    return eval_json(target, res, episodes, EVAL_SEED, ["--n-envs", str(n_envs), *(["--sampled"] if sampled else [])])
 
 
 def fmt(xs: list[float]) -> str:
