@@ -124,7 +124,9 @@ def main() -> None:
     else:
         v = variants(a.task, a.ks, a.ddim, out)
         names = list(v)
-        jobs = [(n, s) for s in a.seeds for n in names]
+        # Longest runs first (update cost grows with K; DDIM-5 costs like K5), so the pool's tail is short.
+        cost = {n: 5 if "ddim" in n else int(n[1:]) for n in names}
+        jobs = sorted(((n, s) for s in a.seeds for n in names), key=lambda j: -cost[j[0]])
         with ThreadPoolExecutor(a.jobs) as pool:
             for msg in pool.map(lambda j: run_one(j[0], *v[j[0]], j[1], a.steps, out), jobs):
                 print(msg, flush=True)
