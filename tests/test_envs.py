@@ -65,5 +65,11 @@ def test_vector_env_counts_env_steps_and_reports_episodes():
 def test_unknown_env_id_and_discrete_env_are_clear_errors():
     with pytest.raises(NcdpoError, match="unknown env id 'NoSuchEnv-v0'"):
         make_env("NoSuchEnv-v0")
-    with pytest.raises(NcdpoError, match="Discrete action space"):
-        make_env("CartPole-v1")
+    with pytest.raises(NcdpoError, match="must have a 1-D Box observation space"):
+        make_env("FrozenLake-v1")
+    with pytest.raises(NcdpoError, match="discrete actions: act_steps and horizon must be 1"):
+        make_env("CartPole-v1", act_steps=2)
+    env = make_env("CartPole-v1")  # discrete actions are supported: one action per decision
+    env.reset(seed=0)
+    assert env.step(np.array([1]))[4]["env_steps"] == 1
+    env.close()

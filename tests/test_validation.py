@@ -94,7 +94,9 @@ BAD_INPUTS = [
     (T + ["--ppo.clip", "0.1"], "unknown option --ppo.clip"),
     (T + ["--ppo.clip-cof", "0.1"], "did you mean --ppo.clip-coef"),
     (["train", "--env", "NoSuchEnv-v0"], "unknown env id 'NoSuchEnv-v0'"),
-    (["train", "--env", "CartPole-v1"], "Box action space"),
+    (["train", "--env", "FrozenLake-v1"], "1-D Box observation space"),
+    (["train", "--env", "CartPole-v1", "--horizon", "4", "--act-steps", "2"], "discrete actions: act_steps and horizon must be 1"),
+    (["train", "--env", "simple_spread", "--algo", "dppo", "--dppo.ft-denoising-steps", "2"], "dppo supports single-agent tasks"),
     # files: config files, checkpoints, datasets, run folders
     (lambda d: T + ["--config", str(d / "bad.yaml")], "bad.yaml"),
     (lambda d: T + ["--config", str(d / "list.yaml")], "list.yaml"),

@@ -88,6 +88,9 @@ class PPOConfig:
     """Normalise advantages per minibatch."""
     critic_warmup_iters: int = 0
     """Iterations at the start that update only the critic (useful when fine-tuning with a fresh critic)."""
+    norm_value: bool = False
+    """Value normalisation (MAPPO's ValueNorm): the critic learns returns standardised by their running
+    mean and std, and its output is mapped back before GAE."""
 
 
 @dataclass
@@ -128,6 +131,9 @@ class DiffusionConfig:
     """Upper bound of a learnable exploration std."""
     grad_checkpoint: bool = False
     """Recompute each denoising step in the backward pass (memory independent of K, ~1.3x compute)."""
+    logit_scale: float = 4.0
+    """Discrete actions: the logits are this times the chain's output, which lies in [-denoised_clip,
+    denoised_clip] (4 lets one of 19 actions take more than 99% of the probability)."""
 
 
 @dataclass
@@ -480,6 +486,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "diffusion.sigma_exp_start must lie in [sigma_exp_min, sigma_exp_max] with sigma_exp_min > 0",
     )
     need(d.min_chain_std >= 0, f"diffusion.min_chain_std must be >= 0 (got {d.min_chain_std})")
+    need(d.logit_scale > 0, f"diffusion.logit_scale must be positive (got {d.logit_scale})")
     need(d.denoised_clip >= 0, f"diffusion.denoised_clip must be >= 0 (got {d.denoised_clip})")
     n_chain = d.ddim_steps if d.sampler == "ddim" else d.denoising_steps
     q = cfg.dppo

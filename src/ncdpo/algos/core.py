@@ -26,7 +26,8 @@ from ncdpo.algos import make_agent
 from ncdpo.algos.base import Agent
 from ncdpo.checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, load_module_state, save_checkpoint
 from ncdpo.config import TrainConfig, apply_overrides, to_dict, validate
-from ncdpo.envs.registry import done_values, env_dims, episode_stats, make_vec_env, vector_mode
+from ncdpo.envs.registry import action_mask, done_values, env_spec, episode_stats, make_vec_env, vector_mode
+from ncdpo.envs.spec import EnvSpec
 from ncdpo.errors import EnvWorkerError, NcdpoError, NonFiniteError
 from ncdpo.logger import Logger
 from ncdpo.policies.common import ObsNormalizer, RewardScaler
@@ -136,6 +137,10 @@ def ppo_update(
     b_store = {k: flat(v) for k, v in buf.store.items()}
     b_obs, b_logp, b_adv, b_ret, b_val, b_store = agent.training_samples(b_obs, b_logp, b_adv, b_ret, b_val, b_store)
     B = b_obs.shape[0]
+    vn = agent.value_norm
+    if vn is not None:  # the critic learns standardised returns (its old outputs were standardised the same way)
+        vn.update(b_ret)
+    v_ret, v_old = (b_ret, b_val) if vn is None else (vn.normalize(b_ret), vn.normalize(b_val))
     params = [q for g in optimizer.param_groups for q in g["params"]]
     stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")}
     first_ratio_dev = math.nan
@@ -146,7 +151,7 @@ def ppo_update(
             idx = perm[start : start + p.minibatch_size]
             if not train_actor:
                 mb_store = {k: v[idx] for k, v in b_store.items()}
-                v_loss = value_loss(agent.value(b_obs[idx], mb_store), b_val[idx], b_ret[idx], p.clip_coef if p.clip_vloss else None)
+                v_loss = value_loss(agent.value_raw(b_obs[idx], mb_store), v_old[idx], v_ret[idx], p.clip_coef if p.clip_vloss else None)
                 optimizer.zero_grad(set_to_none=True)
                 check_finite(v_loss, "value loss")
                 (p.vf_coef * v_loss).backward()
@@ -171,7 +176,7 @@ def ppo_update(
                 stats["approx_kl"].append(float(pl.approx_kl))  # logged: the KL that stopped the update
                 stop = True
                 break
-            v_loss = value_loss(agent.value(b_obs[idx], mb_store), b_val[idx], b_ret[idx], p.clip_coef if p.clip_vloss else None)
+            v_loss = value_loss(agent.value_raw(b_obs[idx], mb_store), v_old[idx], v_ret[idx], p.clip_coef if p.clip_vloss else None)
             loss = pl.loss - p.ent_coef * entropy + p.vf_coef * v_loss
             check_finite(pl.loss, "policy loss")
             check_finite(v_loss, "value loss")
@@ -231,16 +236,21 @@ def _evaluate(agent: Agent, obs_norm: ObsNormalizer, env_id: str, n_episodes: in
     own = envs is None
     if own:
         envs = make_vec_env(env_id, min(n_episodes, max_envs), act_steps, max_episode_steps, vector)
-    n_envs = envs.num_envs
-    quota = np.full(n_envs, n_episodes // n_envs) + (np.arange(n_envs) < n_episodes % n_envs)
+    n_rows = envs.num_envs
+    M = getattr(envs, "n_agents", 1)  # a multi-agent env's episodes are reported on agent 0's row of each copy
+    n_envs = n_rows // M
+    quota = np.zeros(n_rows, np.int64)
+    quota[::M] = np.full(n_envs, n_episodes // n_envs) + (np.arange(n_envs) < n_episodes % n_envs)
     device = next(agent.parameters()).device
     returns: list[float] = []
     lengths: list[int] = []
     successes: list[float] = []
-    got = np.zeros(n_envs, np.int64)
-    obs, _ = envs.reset(seed=seed)
+    got = np.zeros(n_rows, np.int64)
+    obs, info = envs.reset(seed=seed)
     while (got < quota).any():
-        out = agent.act(torch.as_tensor(obs_norm(obs), device=device), deterministic)
+        mask = action_mask(info, n_rows)
+        obs_t = torch.as_tensor(obs_norm(obs), device=device)
+        out = agent.act(obs_t, deterministic) if mask is None else agent.act(obs_t, deterministic, mask=torch.as_tensor(mask, device=device))
         obs, _, term, trunc, info = envs.step(out.action.cpu().numpy())
         done = term | trunc
         ep = info.get("final_info", {}).get("episode")
@@ -387,10 +397,19 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.envs = make_vec_env(cfg.env.id, cfg.env.n_envs, cfg.act_steps, cfg.env.max_episode_steps, cfg.env.vector)
         self.eval_envs: Any = None  # subprocess eval envs are kept between evaluations (slow to start)
-        self.obs_dim, self.act_dim = env_dims(self.envs)
-        self.agent = make_agent(cfg, self.obs_dim, self.act_dim).to(self.device)
+        self.spec: EnvSpec = env_spec(self.envs)
+        self.obs_dim, self.act_dim = self.spec.obs_dim, self.spec.act_dim
+        self.n_rows = self.envs.num_envs  # n_envs, times the agents per env for a multi-agent task
+        if self.spec.discrete and cfg.horizon != 1:
+            self.envs.close()
+            raise NcdpoError(f"env {cfg.env.id} has discrete actions: horizon and act_steps must be 1 (got horizon={cfg.horizon})")
+        try:
+            self.agent = make_agent(cfg, self.obs_dim, self.act_dim, self.spec).to(self.device)
+        except NcdpoError:
+            self.envs.close()
+            raise
         self.obs_norm = ObsNormalizer(self.obs_dim, cfg.env.norm_obs, cfg.env.clip_obs)
-        self.reward_scaler = RewardScaler(cfg.env.n_envs, cfg.ppo.gamma, cfg.env.norm_reward)
+        self.reward_scaler = RewardScaler(self.n_rows, cfg.ppo.gamma, cfg.env.norm_reward)
         if cfg.init and resume_from is None:
             self._load_init(cfg.init)
         self.optimizer = torch.optim.Adam(
@@ -405,6 +424,7 @@ class Trainer:
         self.env_steps = 0
         self.wall_offset = 0.0  # wall seconds of the run before a resume
         self.obs: np.ndarray | None = None  # normalised observations the next decision acts on
+        self.mask: np.ndarray | None = None  # the legal actions of the next decision (discrete tasks with masks)
         self.recent: list[float] = []  # returns of the last training episodes (progress bar)
         self.stop_requested = False
         self.stop_signal = 0  # the signal that stopped the run early, if any
@@ -449,6 +469,7 @@ class Trainer:
         self.reward_scaler.rms.var, self.reward_scaler.rms.count = rs["var"], rs["count"]
         self.iteration, self.env_steps = int(ck.meta["iteration"]), int(ck.meta["env_steps"])
         self.wall_offset, self.recent, self.obs = float(st["wall_s"]), list(st["recent"]), st["obs"]
+        self.mask = st.get("mask")
         try:
             set_env_state(self.envs, st["env"])
         except ValueError as e:
@@ -487,7 +508,7 @@ class Trainer:
             {
                 "optimizer": self.optimizer.state_dict(),
                 "reward_scaler": {"ret": rs.ret, "mean": rs.rms.mean, "var": rs.rms.var, "count": rs.rms.count},
-                "obs": self.obs, "recent": self.recent, "wall_s": wall_s,
+                "obs": self.obs, "mask": self.mask, "recent": self.recent, "wall_s": wall_s,
                 "env": env_state(self.envs), "rng": rng_state(),
             },
             "resume", tensors,
@@ -498,6 +519,7 @@ class Trainer:
             {"agent": self.agent},
             tensors,
             {"algo": self.cfg.algo, "env_id": self.cfg.env.id, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
+             "spec": self.spec.to_dict(),
              "iteration": self.iteration, "env_steps": self.env_steps, "resume": resume},
         )
         prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
@@ -510,7 +532,7 @@ class Trainer:
         else:
             prepare_run_dir(self.run_dir, cfg)
             logger = Logger(self.run_dir, cfg.tensorboard)
-        buf = RolloutBuffer(p.n_steps, cfg.env.n_envs, self.obs_dim, dev)
+        buf = RolloutBuffer(p.n_steps, self.n_rows, self.obs_dim, dev)
         bar = None
         if cfg.progress:
             from tqdm import tqdm
@@ -519,8 +541,9 @@ class Trainer:
                        dynamic_ncols=True, desc=f"{cfg.algo} {cfg.env.id}")
         t_start = time.perf_counter() - self.wall_offset
         if self.obs is None:
-            raw_obs, _ = self.envs.reset(seed=cfg.seed)
+            raw_obs, info = self.envs.reset(seed=cfg.seed)
             self.obs = self.obs_norm(raw_obs, update=cfg.env.update_obs_norm)
+            self.mask = action_mask(info, self.n_rows)
         obs = self.obs
         try:
             with stop_on_signals(self):
@@ -541,7 +564,7 @@ class Trainer:
 
     def _loop(self, logger: Logger, buf: RolloutBuffer, bar: Any, obs: np.ndarray, t_start: float) -> None:
         cfg, p, dev = self.cfg, self.cfg.ppo, self.device
-        recent = self.recent
+        recent, mask = self.recent, self.mask
         while self.env_steps < cfg.total_env_steps:
             self.iteration += 1
             frac = self.env_steps / cfg.total_env_steps
@@ -556,7 +579,7 @@ class Trainer:
             for t in range(p.n_steps):
                 obs_t = torch.as_tensor(obs, device=dev)
                 with torch.no_grad():
-                    out = self.agent.act(obs_t)
+                    out = self.agent.act(obs_t) if mask is None else self.agent.act(obs_t, mask=torch.as_tensor(mask, device=dev))
                     value = self.agent.value(obs_t, out.store)
                 raw_obs, reward, term, trunc, info = self.envs.step(out.action.cpu().numpy())
                 bad = ~(np.isfinite(raw_obs).all(axis=1) & np.isfinite(reward))
@@ -578,6 +601,7 @@ class Trainer:
                     reward[boot] += p.gamma * v_final
                 buf.add(t, obs_t, value, out.log_prob, out.store, torch.as_tensor(reward, device=dev), torch.as_tensor(done, dtype=torch.float32, device=dev))
                 obs = self.obs_norm(raw_obs, update=cfg.env.update_obs_norm)
+                mask = action_mask(info, self.n_rows)
             with torch.no_grad():
                 last_value = self.agent.value(torch.as_tensor(obs, device=dev))
             self.env_steps += it_steps
@@ -613,7 +637,7 @@ class Trainer:
                 "perf/peak_mem_mb": peak_memory_mb(dev),
             }
             logger.log(row, self.env_steps)
-            self.obs, self.recent = obs, recent
+            self.obs, self.recent, self.mask = obs, recent, mask
             if self.stop_requested and not is_last:
                 path = self.save(f"iter_{self.iteration:06d}", wall)
                 print(f"stopped by signal after iteration {self.iteration}; checkpoint {path}; "
@@ -654,7 +678,7 @@ def load_agent(path: str | Path, device: str = "cpu") -> tuple[Agent, ObsNormali
     """Rebuild exactly the agent and observation normaliser a checkpoint was saved from."""
     ck = load_checkpoint(path)
     cfg = ck.config
-    agent = make_agent(cfg, ck.obs_dim, ck.act_dim)
+    agent = make_agent(cfg, ck.obs_dim, ck.act_dim, EnvSpec.from_meta(ck.meta))
     load_module_state(agent, ck.prefixed("agent"), f"checkpoint {ck.path}")
     obs_norm = ObsNormalizer(ck.obs_dim, cfg.env.norm_obs, cfg.env.clip_obs)
     obs_norm.rms.load(ck.tensors, "obs_rms")

@@ -22,6 +22,8 @@ import torch
 from ncdpo.algos.base import ActOutput, Agent
 from ncdpo.checkpoint import load_module_state
 from ncdpo.config import TrainConfig
+from ncdpo.envs.spec import EnvSpec
+from ncdpo.errors import NcdpoError
 from ncdpo.policies.diffusion import DiffusionPolicy
 
 LOGPROB_MIN, LOGPROB_MAX = -5.0, 2.0
@@ -37,8 +39,10 @@ def step_log_prob(x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -
 class DPPOAgent(Agent):
     algo = "dppo"
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: TrainConfig) -> None:
-        super().__init__(obs_dim, act_dim, cfg)
+    def __init__(self, obs_dim: int, act_dim: int, cfg: TrainConfig, spec: EnvSpec | None = None) -> None:
+        super().__init__(obs_dim, act_dim, cfg, spec)
+        if self.discrete or self.spec.n_agents > 1:
+            raise NcdpoError("dppo supports single-agent tasks with continuous actions only (use ncdpo or ppo)")
         self.policy = DiffusionPolicy(obs_dim, act_dim, cfg.horizon, cfg.act_steps, cfg.diffusion)
         self.base = copy.deepcopy(self.policy.denoiser).requires_grad_(False)
         """Frozen pre-trained denoiser for the first ``n_chain - K'`` steps."""
@@ -74,7 +78,7 @@ class DPPOAgent(Agent):
 
     # ---------------------------------------------------------------- acting
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
+    def act(self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None) -> ActOutput:
         pol, B = self.policy, obs.shape[0]
         x = torch.randn(B, pol.horizon * pol.act_dim, device=obs.device)
         chain, logps = [], []

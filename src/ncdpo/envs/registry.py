@@ -13,7 +13,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-from ncdpo.envs.wrappers import ActionChunk, WorkerGuard
+from ncdpo.envs.spec import EnvSpec
+from ncdpo.envs.wrappers import ActionChunk, DiscreteSteps, WorkerGuard
 from ncdpo.errors import NcdpoError
 
 
@@ -29,6 +30,9 @@ class Task:
     vector: str = "sync"
     """How ``env.vector = "auto"`` steps several envs: ``"sync"`` in this process, ``"async"`` one subprocess
     each (for simulators whose step costs far more than a pipe round trip)."""
+    multi_agent: bool = False
+    """``make`` builds a :class:`~ncdpo.envs.multiagent.MultiAgentEnv`; vector envs of it yield one row per
+    (env, agent) (:class:`~ncdpo.envs.multiagent.AgentRows`)."""
 
 
 TASKS: dict[str, Task] = {}
@@ -75,13 +79,39 @@ for _id, _desc in [
                   dict(_MANIPULATION_PRESET), "async"))
 
 
+def _multiagent_maker(name: str) -> Callable[..., gym.Env]:
+    def make(**kwargs: Any) -> gym.Env:
+        from ncdpo.envs import multiagent
+
+        return getattr(multiagent, name)(**kwargs)
+
+    return make
+
+
+# MAPPO's MPE settings (Yu et al. 2022): value normalisation, entropy bonus 0.01, lr 7e-4, 25-step episodes
+_MPE_PRESET = {"env.n_envs": 16, "ppo.n_steps": 100, "ppo.gamma": 0.99, "ppo.gae_lambda": 0.95, "ppo.update_epochs": 10,
+               "ppo.minibatch_size": 1600, "ppo.actor_lr": 7e-4, "ppo.critic_lr": 7e-4, "ppo.ent_coef": 0.01,
+               "ppo.norm_value": True, "env.norm_reward": False, "ppo.max_grad_norm": 10.0}
+register(Task("simple_spread", "mpe2 simple_spread_v3: 3 agents cover 3 landmarks; 18-D local obs, 54-D global state, "
+              "5 discrete actions each, team reward, 25-step episodes (truncated)", _multiagent_maker("make_simple_spread"),
+              dict(_MPE_PRESET), multi_agent=True))
+
+
 def task_preset(env_id: str) -> dict[str, Any]:
     """The preset of a registered task, or ``{}`` for a plain gymnasium id."""
     return dict(TASKS[env_id].preset) if env_id in TASKS else {}
 
 
+def is_multi_agent(env_id: str) -> bool:
+    return env_id in TASKS and TASKS[env_id].multi_agent
+
+
 def make_env(env_id: str, act_steps: int = 1, max_episode_steps: int = 0) -> gym.Env:
-    """One env: the task, episode statistics on raw rewards, then action chunking."""
+    """One env: the task, episode statistics on raw rewards, then action chunking (continuous actions).
+
+    A discrete-action env executes one action per decision (``act_steps`` must be 1); a multi-agent task's
+    env keeps its own episode statistics (the team return) and has no chunking.
+    """
     maker = TASKS[env_id].make if env_id in TASKS else _gym_maker(env_id)
     kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps > 0 else {}
     try:
@@ -89,10 +119,21 @@ def make_env(env_id: str, act_steps: int = 1, max_episode_steps: int = 0) -> gym
     except gym.error.Error as e:
         known = ", ".join(sorted(TASKS))
         raise NcdpoError(f"unknown env id '{env_id}': {e} (registered tasks: {known})") from None
-    if not isinstance(env.action_space, gym.spaces.Box):
-        raise NcdpoError(f"env '{env_id}' has a {type(env.action_space).__name__} action space; a Box action space is required")
+    if is_multi_agent(env_id):
+        if act_steps != 1:
+            env.close()
+            raise NcdpoError(f"task '{env_id}' has discrete actions: act_steps and horizon must be 1 (got act_steps={act_steps})")
+        return env
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         raise NcdpoError(f"env '{env_id}' must have a 1-D Box observation space (got {env.observation_space})")
+    if isinstance(env.action_space, gym.spaces.Discrete):
+        if act_steps != 1:
+            env.close()
+            raise NcdpoError(f"env '{env_id}' has discrete actions: act_steps and horizon must be 1 (got act_steps={act_steps})")
+        return DiscreteSteps(gym.wrappers.RecordEpisodeStatistics(env))
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise NcdpoError(f"env '{env_id}' has a {type(env.action_space).__name__} action space; a Box or Discrete "
+                         "action space is required")
     env = gym.wrappers.RecordEpisodeStatistics(env)
     return ActionChunk(env, act_steps)
 
@@ -115,10 +156,16 @@ def make_vec_env(env_id: str, n_envs: int, act_steps: int = 1, max_episode_steps
     if mode == "sync" or n_envs == 1:
         make_env(env_id, act_steps, max_episode_steps).close()  # fail fast, with a clear message, in this process
         fns = [lambda i=i: WorkerGuard(make_env(env_id, act_steps, max_episode_steps), env_id, i) for i in range(n_envs)]
-        return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
-    # AsyncVectorEnv builds the first env in this process to read its spaces, so a bad id fails fast here
-    fns = [_AsyncMaker(env_id, act_steps, max_episode_steps, i) for i in range(n_envs)]
-    return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="spawn", shared_memory=False)
+        venv: SyncVectorEnv | AsyncVectorEnv = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    else:
+        # AsyncVectorEnv builds the first env in this process to read its spaces, so a bad id fails fast here
+        fns = [_AsyncMaker(env_id, act_steps, max_episode_steps, i) for i in range(n_envs)]
+        venv = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="spawn", shared_memory=False)
+    if is_multi_agent(env_id):
+        from ncdpo.envs.multiagent import AgentRows
+
+        return AgentRows(venv)  # type: ignore[return-value]
+    return venv
 
 
 class _AsyncMaker:
@@ -138,9 +185,30 @@ class _AsyncMaker:
         return WorkerGuard(make_env(env_id, act_steps, max_episode_steps), env_id, index)
 
 
-def env_dims(envs: SyncVectorEnv | AsyncVectorEnv) -> tuple[int, int]:
-    """(obs_dim, act_dim) of a vector env made by :func:`make_vec_env`."""
-    return int(np.prod(envs.single_observation_space.shape)), int(envs.single_action_space.shape[-1])
+def env_spec(envs: Any) -> EnvSpec:
+    """The :class:`EnvSpec` of a vector env made by :func:`make_vec_env`."""
+    if hasattr(envs, "ncdpo_spec"):
+        return envs.ncdpo_spec
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    space = envs.single_action_space
+    if isinstance(space, gym.spaces.Discrete):
+        return EnvSpec(obs_dim, int(space.n), discrete=True)
+    return EnvSpec(obs_dim, int(space.shape[-1]))
+
+
+def env_dims(envs: Any) -> tuple[int, int]:
+    """(obs_dim, act_dim) of a vector env made by :func:`make_vec_env` (act_dim: the number of actions if discrete)."""
+    spec = env_spec(envs)
+    return spec.obs_dim, spec.act_dim
+
+
+def action_mask(info: dict, n_rows: int) -> np.ndarray | None:
+    """The legal-action mask (n_rows, n_actions) an env reported in ``info["action_mask"]``, or None."""
+    m = info.get("action_mask")
+    if m is None:
+        return None
+    m = np.asarray(m, bool)
+    return m if m.shape[0] == n_rows else None
 
 
 def done_values(info: dict, key: str, done: np.ndarray, default: float = 0.0) -> np.ndarray:
@@ -170,6 +238,8 @@ def action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
     """The (low, high) action bounds of ``env_id``'s raw action space."""
     env = make_env(env_id)
     try:
+        if not isinstance(env, ActionChunk):
+            raise NcdpoError(f"env '{env_id}' has discrete actions: no action bounds")
         inner = env.env.action_space  # below the chunking wrapper
         return inner.low.astype(np.float32), inner.high.astype(np.float32)
     finally:

@@ -100,6 +100,7 @@ def _is_async(envs: Any) -> bool:
 
 def env_state(envs: Any) -> dict[str, Any]:
     """State of a vector env and of every layer of each of its sub-envs."""
+    envs = getattr(envs, "venv", envs)  # a multi-agent AgentRows view holds no state of its own
     if _is_async(envs):
         per_env = [list(s) for s in envs.get_attr("ncdpo_snapshot")]
     else:
@@ -109,6 +110,7 @@ def env_state(envs: Any) -> dict[str, Any]:
 
 def set_env_state(envs: Any, st: dict[str, Any]) -> None:
     """Restore :func:`env_state` into a freshly made vector env of the same task and size."""
+    envs = getattr(envs, "venv", envs)
     if len(st["envs"]) != envs.num_envs:
         raise ValueError(f"saved state has {len(st['envs'])} envs, this vector env {envs.num_envs}")
     _set_layer_state(envs, st["vector"])

@@ -44,6 +44,17 @@ class ActionChunk(gym.Wrapper):
         return obs, total, terminated, truncated, info
 
 
+class DiscreteSteps(gym.Wrapper):
+    """For a discrete-action env (one action per decision, no chunking): the action as a plain int, and
+    ``info["env_steps"] = 1`` as :class:`ActionChunk` reports it."""
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        obs, r, terminated, truncated, info = self.env.step(int(np.asarray(action).reshape(-1)[0]))
+        info = dict(info)
+        info["env_steps"] = 1
+        return obs, float(r), terminated, truncated, info
+
+
 class WorkerGuard(gym.Wrapper):
     """Re-raise any exception of the wrapped env as :class:`EnvWorkerError` naming the env id, the worker
     index in the vector env and its seed, so a crash deep in a simulator is reported as one clear line."""

@@ -103,3 +103,32 @@ class RewardScaler:
         self.rms.update(self.ret)
         self.ret[done] = 0.0
         return (reward / np.sqrt(self.rms.var + 1e-8)).astype(np.float32)
+
+
+class ValueNorm(nn.Module):
+    """Running mean and std of the value targets (MAPPO's ValueNorm); saved with the agent's weights.
+
+    The critic learns ``normalize(returns)``; :meth:`denormalize` maps its output back to returns.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("var", torch.ones((), dtype=torch.float64))
+        self.register_buffer("count", torch.full((), 1e-4, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().double().flatten()
+        b_mean, b_var, b_count = x.mean(), x.var(unbiased=False), x.numel()
+        delta, tot = b_mean - self.mean, self.count + b_count
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / tot
+        self.mean.copy_(self.mean + delta * b_count / tot)
+        self.var.copy_(m2 / tot)
+        self.count.copy_(tot)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / (self.var + 1e-8).sqrt()).to(x.dtype)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * (self.var + 1e-8).sqrt() + self.mean).to(x.dtype)

@@ -1,0 +1,162 @@
+"""NCDPO vs MLP+MAPPO on cooperative multi-agent tasks with discrete actions, at the same env-step budget.
+
+    python benchmarks/multiagent.py --tasks simple_spread --algos ncdpo ppo --seeds 1 2 3 --steps 500000 --jobs 2
+    python benchmarks/multiagent.py --tasks simple_spread --raw-throughput
+
+Both algorithms run on the same MAPPO-style core (shared actor with agent id, centralised critic on the global
+state, value normalisation, the task's preset); "ppo" is the categorical MLP (MLP+MAPPO), "ncdpo" the discrete
+diffusion policy. Each (task, algo, seed) run is an ordinary ``ncdpo train`` subprocess under
+``benchmarks/results/multiagent/<task>/``, resumable like the other harnesses. When done, each final policy is
+evaluated over ``--episodes`` episodes with the most likely action (deterministic) and with sampled actions;
+``summary.csv``, ``table.md`` (team return at fixed step counts; win rate where the task defines success) and
+``curves.png`` are written. ``--raw-throughput`` measures the raw vector env with random actions (env steps/s)
+for the ratio to training's env steps/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ncdpo.checkpoint import AtomicText, atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import eval_json, finished, run_train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+EVAL_SEED = 777
+COMMON = ["--torch-threads", "1", "--save-every", "10", "--keep-checkpoints", "1", "--progress", "false"]
+# label -> (algo, its own options); everything else is the task's preset (ncdpo tasks)
+VARIANTS = {
+    "ppo": ("ppo", ["--gaussian.hidden-dims", "64", "64"]),
+    "ncdpo": ("ncdpo", ["--diffusion.denoising-steps", "5", "--diffusion.hidden-dim", "128", "--ppo.actor-lr", "3e-4"]),
+}
+
+
+def run_dir(out: Path, task: str, algo: str, seed: int) -> Path:
+    return out / task / f"{task}__{algo}__s{seed}"
+
+
+def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
+    name, extra = VARIANTS[algo]
+    return run_train(run_dir(out, task, algo, seed), ["--algo", name, "--env", task, "--seed", str(seed),
+                                                      "--total-env-steps", str(steps), *COMMON, *extra])
+
+
+def value_at(log: list[dict], step: int, key: str, window: int = 5) -> float:
+    pts = [float(r[key]) for r in log if r[key] and int(r["env_steps"]) <= step]
+    return float(np.mean(pts[-window:])) if pts else math.nan
+
+
+def summarize(tasks: list[str], algos: list[str], seeds: list[int], steps: int, out: Path, episodes: int) -> str:
+    from ncdpo.plotting import plot_runs
+
+    marks = sorted({steps // 4, steps // 2, 3 * steps // 4, steps})
+    lines: list[str] = []
+    rows = []
+    for task in tasks:
+        table: dict[str, list[list[float]]] = {}
+        has_success = False
+        for algo in algos:
+            for seed in seeds:
+                run = run_dir(out, task, algo, seed)
+                if not finished(run):
+                    continue
+                with open(run / "progress.csv") as f:
+                    log = list(csv.DictReader(f))
+                det = eval_json(str(run), run / "eval.json", episodes, EVAL_SEED)
+                smp = eval_json(str(run), run / "eval_sampled.json", episodes, EVAL_SEED, ["--sampled"])
+                has_success = has_success or not math.isnan(det["success_rate"])
+                vals = [value_at(log, m, "charts/episodic_return") for m in marks]
+                sps = float(np.mean([float(r["charts/SPS"]) for r in log]))
+                rec = [*vals, det["return_mean"], smp["return_mean"], det["success_rate"], smp["success_rate"], sps,
+                       float(log[-1]["wall_s"])]
+                table.setdefault(algo, []).append(rec)
+                rows.append([task, algo, seed, *rec])
+        lines += [f"### {task}", "", f"Team return of training episodes (mean ± std over seeds; each value averages the "
+                  f"last 5 iterations before the mark); final policy over {episodes} episodes, most likely action "
+                  "(det.) and sampled.", "",
+                  "| algo | seeds | " + " | ".join(f"{m // 1000}k" for m in marks) + " | final det. | final sampled |"
+                  + (" win det. | win sampled |" if has_success else "") + " env steps/s | wall s / run |",
+                  "|" + "---|" * (len(marks) + 6 + (2 if has_success else 0))]
+        for algo, recs in table.items():
+            a = np.asarray(recs, np.float64)
+            cells = [f"{m:.1f} ± {s:.1f}" for m, s in zip(a.mean(0)[: len(marks) + 2], a.std(0)[: len(marks) + 2])]
+            if has_success:
+                cells += [f"{100 * m:.0f}% ± {100 * s:.0f}" for m, s in zip(a.mean(0)[len(marks) + 2 : len(marks) + 4],
+                                                                          a.std(0)[len(marks) + 2 : len(marks) + 4])]
+            cells += [f"{a[:, -2].mean():.0f}", f"{a[:, -1].mean():.0f}"]
+            lines.append(f"| {algo} | {len(recs)} | " + " | ".join(cells) + " |")
+        lines.append("")
+        runs = [run_dir(out, task, a, s) for a in algos for s in seeds if (run_dir(out, task, a, s) / "progress.csv").is_file()]
+        if runs:
+            plot_runs(runs, out / task / "curves.png", smooth_window=5, title=f"{task}: NCDPO vs MLP+MAPPO, mean ± std over seeds")
+            if has_success:
+                plot_runs(runs, out / task / "win_rate.png", y="charts/success_rate", smooth_window=5,
+                          title=f"{task}: win rate of training episodes")
+    with AtomicText(out / "summary.csv") as f:
+        w = csv.writer(f)
+        w.writerow(["task", "algo", "seed", *[f"return@{m}" for m in marks], "final_det_return", "final_sampled_return",
+                    "final_det_win", "final_sampled_win", "train_env_steps_per_s", "wall_s"])
+        w.writerows(rows)
+    md = "\n".join(lines) + "\n"
+    atomic_write_text(out / "table.md", md)
+    return md
+
+
+def raw_throughput(task: str, n_envs: int, steps: int = 200) -> float:
+    """Env steps/s of the raw vector env (the task's default vectorisation) with uniformly random actions."""
+    from ncdpo.envs.registry import make_vec_env
+
+    envs = make_vec_env(task, n_envs)
+    try:
+        rng = np.random.default_rng(0)
+        envs.reset(seed=0)
+        n_act = envs.single_action_space.n
+        t0, done_steps = time.perf_counter(), 0
+        for _ in range(steps):
+            _, _, _, _, info = envs.step(rng.integers(0, n_act, envs.num_envs))
+            done_steps += int(info["env_steps"].sum())
+        return done_steps / (time.perf_counter() - t0)
+    finally:
+        envs.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=["simple_spread"])
+    ap.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], choices=sorted(VARIANTS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    ap.add_argument("--steps", type=int, default=500_000)
+    ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", default=str(ROOT / "results" / "multiagent"))
+    ap.add_argument("--summarize", action="store_true")
+    ap.add_argument("--raw-throughput", action="store_true", help="only measure the raw env's env steps/s")
+    a = ap.parse_args()
+    out = Path(a.out)
+    if a.raw_throughput:
+        from ncdpo.envs.registry import task_preset
+
+        for task in a.tasks:
+            n = int(task_preset(task).get("env.n_envs", 16))
+            print(f"{task}: raw vector env ({n} envs, random actions): {raw_throughput(task, n):.0f} env steps/s")
+        return
+    if not a.summarize:
+        jobs = [(t, al, s) for t in a.tasks for s in a.seeds for al in a.algos]
+        with ThreadPoolExecutor(a.jobs) as pool:
+            for msg in pool.map(lambda j: run_one(j[0], j[1], j[2], a.steps, out), jobs):
+                print(msg, flush=True)
+    print(summarize(a.tasks, a.algos, a.seeds, a.steps, out, a.episodes))
+
+
+if __name__ == "__main__":
+    main()

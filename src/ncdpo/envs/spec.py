@@ -1,0 +1,43 @@
+"""What an agent needs to know about the rows of observations and actions a (vector) env produces."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Shapes of one row of a vector env: one env for single-agent tasks, one (env, agent) pair for multi-agent ones.
+
+    A multi-agent row's observation is ``[local obs (L), one-hot agent id (n_agents), global state (S)]``:
+    the shared actor reads the first ``actor_dim = L + n_agents`` entries, the centralised critic the entries
+    from ``critic_start = L`` on (agent id and global state). For a single-agent task both see everything.
+    """
+
+    obs_dim: int
+    """Width of one row's observation."""
+    act_dim: int
+    """Continuous actions: the action dimension; discrete actions: the number of actions."""
+    discrete: bool = False
+    """Discrete (categorical) actions instead of a Box."""
+    n_agents: int = 1
+    """Agents per env (rows per env copy)."""
+    actor_dim: int = 0
+    """The actor reads ``obs[:, :actor_dim]`` (0: all of it)."""
+    critic_start: int = 0
+    """The critic reads ``obs[:, critic_start:]``."""
+
+    def __post_init__(self) -> None:
+        if self.actor_dim == 0:
+            object.__setattr__(self, "actor_dim", self.obs_dim)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "EnvSpec":
+        """The spec a checkpoint was saved with (checkpoints of older versions hold only the dimensions)."""
+        if "spec" in meta:
+            return cls(**meta["spec"])
+        return cls(int(meta["obs_dim"]), int(meta["act_dim"]))
