@@ -41,6 +41,8 @@ class Backend:
     local_dim: int
     state_dim: int
     max_steps: int
+    has_success: bool = False
+    """The task defines success (a win): every episode then reports ``is_success``, a time-limit end as a failure."""
 
     def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``(local obs (M, L), global state (S,), action mask (M, n) or None)``."""
@@ -183,8 +185,8 @@ class MultiAgentEnv(gym.Env):
         info["env_steps"] = 1
         if terminated or truncated:
             info["episode"] = {"r": self.ep_return, "l": self.ep_length, "t": 0.0}
-            if not np.isnan(success):
-                info["is_success"] = bool(success)
+            if not np.isnan(success) or self.backend.has_success:
+                info["is_success"] = bool(success) if not np.isnan(success) else False
         return self._rows(local, state), team, bool(terminated), bool(truncated), info
 
     def ncdpo_state(self) -> dict[str, Any]:

@@ -97,6 +97,28 @@ register(Task("simple_spread", "mpe2 simple_spread_v3: 3 agents cover 3 landmark
               dict(_MPE_PRESET), multi_agent=True))
 
 
+def _grf_maker(task: str) -> Callable[..., gym.Env]:
+    def make(**kwargs: Any) -> gym.Env:
+        from ncdpo.envs.football import make_grf
+
+        return make_grf(task, **kwargs)
+
+    return make
+
+
+# MAPPO's GRF settings where they fit this machine: value normalisation, entropy 0.01, lr 5e-4, 200-step rollouts
+_GRF_PRESET = {"env.n_envs": 8, "ppo.n_steps": 200, "ppo.gamma": 0.99, "ppo.gae_lambda": 0.95, "ppo.update_epochs": 10,
+               "ppo.minibatch_size": 1600, "ppo.actor_lr": 5e-4, "ppo.critic_lr": 5e-4, "ppo.ent_coef": 0.01,
+               "ppo.norm_value": True, "env.norm_reward": False, "ppo.max_grad_norm": 10.0}
+for _id, _desc in [
+    ("grf-3v1", "Google Research Football academy_3_vs_1_with_keeper: 3 agents"),
+    ("grf-pass-shoot", "Google Research Football academy_pass_and_shoot_with_keeper: 2 agents"),
+    ("grf-counterattack", "Google Research Football academy_counterattack_easy: 4 agents"),
+]:
+    register(Task(_id, _desc + ", simple115v2 obs, 19 actions each, scoring reward, a goal is a win; needs "
+                  "scripts/setup_gfootball.sh", _grf_maker(_id), dict(_GRF_PRESET), "async", multi_agent=True))
+
+
 def task_preset(env_id: str) -> dict[str, Any]:
     """The preset of a registered task, or ``{}`` for a plain gymnasium id."""
     return dict(TASKS[env_id].preset) if env_id in TASKS else {}
