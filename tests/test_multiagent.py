@@ -75,7 +75,7 @@ def test_masked_actions_are_never_sampled(kind):
     mask = torch.rand(2000, n) < 0.4
     mask[torch.arange(2000), torch.randint(0, n, (2000,))] = True  # at least one legal action per row
     for det in (False, True):
-        out = pol.act(obs, det, mask=mask) if kind == "mlp" else pol.act(obs, det, mask=mask)
+        out = pol.act(obs, det, mask=mask)
         a, logp = out[0], out[-2] if kind == "diffusion" else out[1]
         assert mask[torch.arange(2000), a].all(), "an illegal action was chosen"
         assert torch.isfinite(logp).all()

@@ -149,7 +149,7 @@ class MultiAgentEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (b.n_agents, self.row_dim), np.float32)
         self.action_space = gym.spaces.MultiDiscrete(np.full(b.n_agents, b.n_actions))
         self._ids = np.eye(b.n_agents, dtype=np.float32)
-        self.ep_return, self.ep_agent_return, self.ep_length = 0.0, np.zeros(b.n_agents), 0
+        self.ep_return, self.ep_length = 0.0, 0
 
     @property
     def spec_rows(self) -> EnvSpec:
@@ -169,7 +169,7 @@ class MultiAgentEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         local, state, mask = self.backend.reset(seed)
-        self.ep_return, self.ep_agent_return, self.ep_length = 0.0, np.zeros(self.n_agents), 0
+        self.ep_return, self.ep_length = 0.0, 0
         return self._rows(local, state), self._info(mask, np.zeros(self.n_agents))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -180,7 +180,6 @@ class MultiAgentEnv(gym.Env):
             truncated = True
         team = float(np.mean(rewards))
         self.ep_return += team
-        self.ep_agent_return = self.ep_agent_return + rewards
         info = self._info(mask, rewards)
         info["env_steps"] = 1
         if terminated or truncated:
@@ -210,7 +209,7 @@ class AgentRows(gym.vector.VectorEnv):
 
     def __init__(self, venv: gym.vector.VectorEnv) -> None:
         self.venv = venv
-        spec: EnvSpec = venv.get_attr("spec_rows")[0] if hasattr(venv, "get_attr") else venv.envs[0].spec_rows
+        spec: EnvSpec = venv.get_attr("spec_rows")[0]
         self.ncdpo_spec = spec
         self.n_agents, self.n_copies = spec.n_agents, venv.num_envs
         self.num_envs = venv.num_envs * spec.n_agents
@@ -272,9 +271,6 @@ class AgentRows(gym.vector.VectorEnv):
         M = self.n_agents
         return (np.asarray(obs, np.float32).reshape(self.num_envs, -1), rewards.reshape(-1), np.repeat(term, M),
                 np.repeat(trunc, M), self._rows_info(info, done))
-
-    def get_attr(self, name: str) -> tuple:
-        return self.venv.get_attr(name)
 
     def close(self, **kwargs: Any) -> None:
         self.venv.close(**kwargs)
