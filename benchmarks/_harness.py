@@ -1,7 +1,10 @@
 """What the benchmark scripts share: running one ``ncdpo train`` run so that a harness can be rerun at will.
 
-A run is skipped when finished, continued with ``ncdpo train --resume`` when interrupted after a
-checkpoint, and started afresh otherwise; its console output is appended to ``<run>.log``.
+A run is skipped when finished, continued with ``ncdpo train --resume`` when interrupted after a checkpoint,
+and started afresh otherwise; its console output is appended to ``<run>.log``. A continued run takes the
+harness's ``--total-env-steps``, so rerunning a harness with another budget shortens or extends the unfinished
+runs (for runs whose schedules depend on the budget, such as ``--ppo.anneal-lr``, that is not the same as a fresh
+run with the new budget).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ def run_train(run: Path, train_args: list[str]) -> str:
     if finished(run):
         return f"{run.name}: done already"
     if resumable(run):
-        cmd = [*NCDPO, "train", "--resume", str(run), "--progress", "false"]
+        # the harness's budget wins, so a rerun with another --steps shortens or extends an interrupted run
+        budget = train_args[train_args.index("--total-env-steps"):][:2] if "--total-env-steps" in train_args else []
+        cmd = [*NCDPO, "train", "--resume", str(run), "--progress", "false", *budget]
     else:
         cmd = [*NCDPO, "train", *train_args, "--out-dir", str(run.parent), "--run-name", run.name, "--overwrite"]
     t0 = time.time()

@@ -16,7 +16,7 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq git cmake build-essential libgl1-mesa-dev libsdl2-dev \
   libsdl2-image-dev libsdl2-ttf-dev libsdl2-gfx-dev libboost-all-dev libdirectfb-dev libst-dev mesa-utils xvfb >/dev/null
-"$VENV/bin/pip" install -q psutil setuptools wheel six "gym==0.25.2"
+"$VENV/bin/pip" install -q -e ".[football]"
 # gfootball's build script calls a bare `python3`: the venv's must come first on PATH
 PATH="$(cd "$VENV/bin" && pwd):$PATH" "$VENV/bin/pip" install -q --no-build-isolation "gfootball==2.10.2"
 "$VENV/bin/python" -c "import gfootball.env; print('setup_gfootball: gfootball', 'ok')"

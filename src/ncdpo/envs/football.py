@@ -4,8 +4,11 @@ Needs ``gfootball==2.10.2`` (built by ``scripts/setup_gfootball.sh``; not part o
 runs headless with the ``simple115v2`` representation: each controlled player's observation is 115 numbers
 (positions and directions of both teams and the ball, ball ownership, the active player, the game mode); the
 global state is agent 0's observation (they differ only in the active-player one-hot). Actions: GRF's 19
-default actions per player. Reward: ``scoring`` (+1 when the left team scores, -1 when it concedes), the same
-for every agent. An episode ends on a goal, the ball going out of play, a change of possession, or the
+default actions per player. Reward: ``scoring,checkpoints`` by default, as MAPPO's GRF runs: +1 when the left team
+scores, -1 when it concedes, plus GRF's checkpoint reward, +0.1 per agent for each of 10 distance rings around the
+opponent's goal that the agent first reaches while controlling the ball (the rings not yet collected are paid on a
+goal, so an episode that ends in a goal pays each agent 2 in all). ``rewards="scoring"`` gives the sparse reward alone. Agents' rewards can
+differ; the team reward is their mean. An episode ends on a goal, the ball going out of play, a change of possession, or the
 scenario's time limit (``game_duration`` steps, reported as ``truncated``); it is a win (``is_success``) when the
 left team scored. The engine's random seed of each episode is drawn from this env's own generator, so a
 seeded run is reproducible.
@@ -31,7 +34,7 @@ SCENARIOS = {
 
 class GRFAcademy(Backend):
     has_success = True
-    def __init__(self, scenario: str, n_agents: int, rewards: str = "scoring") -> None:
+    def __init__(self, scenario: str, n_agents: int, rewards: str = "scoring,checkpoints") -> None:
         import warnings
 
         try:
@@ -67,21 +70,22 @@ class GRFAcademy(Backend):
         obs, reward, done, info = self.env.step([int(a) for a in actions])
         self.steps += 1
         self.score += float(info.get("score_reward", 0))
-        rewards = np.broadcast_to(np.asarray(reward, np.float64), (self.n_agents,)).copy()
+        rewards = np.broadcast_to(np.asarray(reward, np.float64).reshape(-1), (self.n_agents,)).copy()
         truncated = bool(done) and self.score == 0 and self.steps >= self.max_steps
         terminated = bool(done) and not truncated
         local, state = self._out(obs)
         return local, state, rewards, terminated, truncated, (float(self.score > 0) if done else np.nan), None
 
     def get_state(self) -> dict[str, Any]:
-        return {"engine": np.frombuffer(self.core.get_state(), np.uint8).copy(), "steps": self.steps, "score": self.score,
+        # through the wrapper chain, so the checkpoint wrapper's collected rings are saved with the engine
+        return {"engine": np.frombuffer(self.env.get_state(), np.uint8).copy(), "steps": self.steps, "score": self.score,
                 "rng": self.rng.bit_generator.state,
                 "seed": int(self.core._config._values.get("game_engine_random_seed", 0))}
 
     def set_state(self, st: dict[str, Any]) -> None:
         self.core._config._values["game_engine_random_seed"] = int(st["seed"])
         self.env.reset()  # the engine accepts a state only once a game runs
-        self.core.set_state(np.asarray(st["engine"], np.uint8).tobytes())
+        self.env.set_state(np.asarray(st["engine"], np.uint8).tobytes())
         self.steps, self.score = int(st["steps"]), float(st["score"])
         self.rng.bit_generator.state = st["rng"]
 
