@@ -74,6 +74,8 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], steps: int, 
                     log = list(csv.DictReader(f))
                 det = eval_json(str(run), run / "eval.json", episodes, EVAL_SEED)
                 smp = eval_json(str(run), run / "eval_sampled.json", episodes, EVAL_SEED, ["--sampled"])
+                for res in (det, smp):  # (no success rate: null in the JSON)
+                    res["success_rate"] = math.nan if res.get("success_rate") is None else float(res["success_rate"])
                 has_success = has_success or not math.isnan(det["success_rate"])
                 vals = [value_at(log, m, "charts/episodic_return") for m in marks]
                 sps = float(np.mean([float(r["charts/SPS"]) for r in log]))
