@@ -1,6 +1,7 @@
 """NCDPO vs MLP+MAPPO on cooperative multi-agent tasks with discrete actions, at the same env-step budget.
 
     python benchmarks/multiagent.py --tasks simple_spread --algos ncdpo ppo --seeds 1 2 3 --steps 500000 --jobs 2
+    python benchmarks/multiagent.py --tasks grf-3v1 grf-pass-shoot --seeds 1 2 3 --steps 300000 --jobs 2
     python benchmarks/multiagent.py --tasks simple_spread --raw-throughput
 
 Both algorithms run on the same MAPPO-style core (shared actor with agent id, centralised critic on the global
@@ -8,9 +9,9 @@ state, value normalisation, the task's preset); "ppo" is the categorical MLP (ML
 diffusion policy. Each (task, algo, seed) run is an ordinary ``ncdpo train`` subprocess under
 ``benchmarks/results/multiagent/<task>/``, resumable like the other harnesses. When done, each final policy is
 evaluated over ``--episodes`` episodes with the most likely action (deterministic) and with sampled actions;
-``summary.csv``, ``table.md`` (team return at fixed step counts; win rate where the task defines success) and
-``curves.png`` are written. ``--raw-throughput`` measures the raw vector env with random actions (env steps/s)
-for the ratio to training's env steps/s.
+``<task>/summary.csv``, ``<task>/table.md`` (team return at fixed step counts; win rate where the task defines
+success), ``<task>/curves.png`` and ``<task>/win_rate.png`` are written. ``--raw-throughput`` measures the raw
+vector env with random actions (env steps/s) for the ratio to training's env steps/s.
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], steps: int, 
 
     marks = sorted({steps // 4, steps // 2, 3 * steps // 4, steps})
     lines: list[str] = []
-    rows = []
     for task in tasks:
         table: dict[str, list[list[float]]] = {}
+        rows = []
         has_success = False
         for algo in algos:
             for seed in seeds:
@@ -83,39 +84,42 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], steps: int, 
                        float(log[-1]["wall_s"])]
                 table.setdefault(algo, []).append(rec)
                 rows.append([task, algo, seed, *rec])
-        lines += [f"### {task}", "", f"Team return of training episodes (mean ± std over seeds; each value averages the "
-                  f"last 5 iterations before the mark); final policy over {episodes} episodes, most likely action "
-                  "(det.) and sampled.", "",
-                  "| algo | seeds | " + " | ".join(f"{m // 1000}k" for m in marks) + " | final det. | final sampled |"
-                  + (" win det. | win sampled |" if has_success else "") + " env steps/s | wall s / run |",
-                  "|" + "---|" * (len(marks) + 6 + (2 if has_success else 0))]
+        task_lines = [f"### {task}", "", f"Team return of training episodes (mean ± std over seeds; each value averages "
+                      f"the last 5 iterations before the mark); final policy over {episodes} episodes, most likely "
+                      "action (det.) and sampled.", "",
+                      "| algo | seeds | " + " | ".join(f"{m // 1000}k" for m in marks) + " | final det. | final sampled |"
+                      + (" win det. | win sampled |" if has_success else "") + " env steps/s | wall s / run |",
+                      "|" + "---|" * (len(marks) + 6 + (2 if has_success else 0))]
         for algo, recs in table.items():
             a = np.asarray(recs, np.float64)
-            cells = [f"{m:.1f} ± {s:.1f}" for m, s in zip(a.mean(0)[: len(marks) + 2], a.std(0)[: len(marks) + 2])]
+            cells = [f"{m:.2f} ± {s:.2f}" for m, s in zip(a.mean(0)[: len(marks) + 2], a.std(0)[: len(marks) + 2])]
             if has_success:
                 cells += [f"{100 * m:.0f}% ± {100 * s:.0f}" for m, s in zip(a.mean(0)[len(marks) + 2 : len(marks) + 4],
                                                                           a.std(0)[len(marks) + 2 : len(marks) + 4])]
             cells += [f"{a[:, -2].mean():.0f}", f"{a[:, -1].mean():.0f}"]
-            lines.append(f"| {algo} | {len(recs)} | " + " | ".join(cells) + " |")
-        lines.append("")
+            task_lines.append(f"| {algo} | {len(recs)} | " + " | ".join(cells) + " |")
+        task_lines.append("")
+        lines += task_lines
         runs = [run_dir(out, task, a, s) for a in algos for s in seeds if (run_dir(out, task, a, s) / "progress.csv").is_file()]
-        if runs:
-            plot_runs(runs, out / task / "curves.png", smooth_window=5, title=f"{task}: NCDPO vs MLP+MAPPO, mean ± std over seeds")
-            if has_success:
-                plot_runs(runs, out / task / "win_rate.png", y="charts/success_rate", smooth_window=5,
-                          title=f"{task}: win rate of training episodes")
-    with AtomicText(out / "summary.csv") as f:
-        w = csv.writer(f)
-        w.writerow(["task", "algo", "seed", *[f"return@{m}" for m in marks], "final_det_return", "final_sampled_return",
-                    "final_det_win", "final_sampled_win", "train_env_steps_per_s", "wall_s"])
-        w.writerows(rows)
-    md = "\n".join(lines) + "\n"
-    atomic_write_text(out / "table.md", md)
-    return md
+        if not runs:
+            continue
+        plot_runs(runs, out / task / "curves.png", smooth_window=5, title=f"{task}: NCDPO vs MLP+MAPPO, mean ± std over seeds")
+        if has_success:
+            plot_runs(runs, out / task / "win_rate.png", y="charts/success_rate", smooth_window=5,
+                      title=f"{task}: win rate of training episodes")
+        # each task has its own table, so harness calls for different tasks never overwrite each other's
+        with AtomicText(out / task / "summary.csv") as f:
+            w = csv.writer(f)
+            w.writerow(["task", "algo", "seed", *[f"return@{m}" for m in marks], "final_det_return",
+                        "final_sampled_return", "final_det_win", "final_sampled_win", "train_env_steps_per_s", "wall_s"])
+            w.writerows(rows)
+        atomic_write_text(out / task / "table.md", "\n".join(task_lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
-def raw_throughput(task: str, n_envs: int, steps: int = 200) -> float:
-    """Env steps/s of the raw vector env (the task's default vectorisation) with uniformly random actions."""
+def raw_throughput(task: str, n_envs: int, seconds: float = 20.0) -> float:
+    """Env steps/s of the raw vector env (the task's default vectorisation) with uniformly random actions, over
+    ``seconds`` of stepping after a short warm-up."""
     from ncdpo.envs.registry import make_vec_env
 
     envs = make_vec_env(task, n_envs)
@@ -123,8 +127,10 @@ def raw_throughput(task: str, n_envs: int, steps: int = 200) -> float:
         rng = np.random.default_rng(0)
         envs.reset(seed=0)
         n_act = envs.single_action_space.n
+        for _ in range(10):  # warm-up (subprocess start, first resets)
+            envs.step(rng.integers(0, n_act, envs.num_envs))
         t0, done_steps = time.perf_counter(), 0
-        for _ in range(steps):
+        while time.perf_counter() - t0 < seconds:
             _, _, _, _, info = envs.step(rng.integers(0, n_act, envs.num_envs))
             done_steps += int(info["env_steps"].sum())
         return done_steps / (time.perf_counter() - t0)
@@ -150,7 +156,8 @@ def main() -> None:
 
         for task in a.tasks:
             n = int(task_preset(task).get("env.n_envs", 16))
-            print(f"{task}: raw vector env ({n} envs, random actions): {raw_throughput(task, n):.0f} env steps/s")
+            print(f"{task}: raw vector env ({n} envs, random actions, 20 s): {raw_throughput(task, n):.0f} env steps/s",
+                  flush=True)
         return
     if not a.summarize:
         jobs = [(t, al, s) for t in a.tasks for s in a.seeds for al in a.algos]
