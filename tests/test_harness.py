@@ -1,0 +1,55 @@
+"""The benchmark harnesses' shared runner (resume with the harness's budget) and the multi-agent harness's
+per-task tables, on tiny runs."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _harness import finished, resumable, run_train  # noqa: E402
+
+TINY = ["--algo", "ppo", "--env", "Pendulum-v1", "--seed", "0", "--env.n-envs", "2", "--ppo.n-steps", "16",
+        "--ppo.minibatch-size", "32", "--ppo.update-epochs", "1", "--save-every", "1", "--progress", "false",
+        "--torch-threads", "1"]
+
+
+def last_env_steps(run: Path) -> int:
+    with open(run / "progress.csv") as f:
+        return int(list(csv.DictReader(f))[-1]["env_steps"])
+
+
+def test_run_train_starts_skips_and_continues_with_the_harness_budget(tmp_path):
+    run = tmp_path / "r"
+    assert "s" in run_train(run, [*TINY, "--total-env-steps", "64"]) and finished(run)
+    assert last_env_steps(run) == 64
+    assert run_train(run, [*TINY, "--total-env-steps", "64"]).endswith("done already")
+    # interrupted: the final checkpoint is missing, periodic ones are there
+    (run / "checkpoints" / "final.safetensors").unlink()
+    assert resumable(run) and not finished(run)
+    run_train(run, [*TINY, "--total-env-steps", "128"])  # a rerun with a larger budget extends the run
+    assert finished(run) and last_env_steps(run) == 128
+    log = (tmp_path / "r.log").read_text()
+    assert "resuming" in log
+
+
+def test_run_train_reports_a_failed_run(tmp_path):
+    with pytest.raises(SystemExit, match="failed"):
+        run_train(tmp_path / "bad", [*TINY[:3], "NoSuchEnv-v0", *TINY[4:], "--total-env-steps", "64"])
+
+
+def test_multiagent_harness_writes_a_table_per_task(tmp_path):
+    pytest.importorskip("mpe2")
+    import multiagent
+
+    multiagent.run_one("simple_spread", "ppo", 1, 3200, tmp_path)
+    md = multiagent.summarize(["simple_spread"], ["ppo"], [1], 3200, tmp_path, episodes=2)
+    task_dir = tmp_path / "simple_spread"
+    assert (task_dir / "table.md").read_text() in md and "| ppo | 1 |" in md
+    with open(task_dir / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["task"] == "simple_spread" and rows[0]["final_det_win"] == "nan"
+    assert (task_dir / "curves.png").is_file() and not (task_dir / "win_rate.png").exists()  # no wins in MPE
