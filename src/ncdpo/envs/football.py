@@ -4,14 +4,14 @@ Needs ``gfootball==2.10.2`` (built by ``scripts/setup_gfootball.sh``; not part o
 runs headless with the ``simple115v2`` representation: each controlled player's observation is 115 numbers
 (positions and directions of both teams and the ball, ball ownership, the active player, the game mode); the
 global state is agent 0's observation (they differ only in the active-player one-hot). Actions: GRF's 19
-default actions per player. Reward: ``scoring,checkpoints`` by default, as MAPPO's GRF runs: +1 when the left team
-scores, -1 when it concedes, plus GRF's checkpoint reward, +0.1 per agent for each of 10 distance rings around the
-opponent's goal that the agent first reaches while controlling the ball (the rings not yet collected are paid on a
-goal, so an episode that ends in a goal pays each agent 2 in all). ``rewards="scoring"`` gives the sparse reward alone. Agents' rewards can
-differ; the team reward is their mean. An episode ends on a goal, the ball going out of play, a change of possession, or the
-scenario's time limit (``game_duration`` steps, reported as ``truncated``); it is a win (``is_success``) when the
-left team scored. The engine's random seed of each episode is drawn from this env's own generator, so a
-seeded run is reproducible.
+default actions per player. Reward: ``scoring,checkpoints`` by default, as MAPPO's GRF runs: +1 when the left
+team scores, -1 when it concedes, plus GRF's checkpoint reward, +0.1 per agent for each of 10 distance rings
+around the opponent's goal that the agent first reaches while controlling the ball (the rings not yet collected
+are paid on a goal, so an episode that ends in a goal pays each agent 2 in all). ``rewards="scoring"`` gives the
+sparse reward alone. Agents' rewards can differ; the team reward is their mean. An episode ends on a goal, the
+ball going out of play, a change of possession, or the scenario's time limit (``game_duration`` steps, reported
+as ``truncated``); it is a win (``is_success``) when the left team scored. The engine's random seed of each
+episode is drawn from this env's own generator, so a seeded run is reproducible.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ SCENARIOS = {
 
 class GRFAcademy(Backend):
     has_success = True
+
     def __init__(self, scenario: str, n_agents: int, rewards: str = "scoring,checkpoints") -> None:
         import warnings
 
@@ -78,7 +79,8 @@ class GRFAcademy(Backend):
 
     def get_state(self) -> dict[str, Any]:
         # through the wrapper chain, so the checkpoint wrapper's collected rings are saved with the engine
-        return {"engine": np.frombuffer(self.env.get_state(), np.uint8).copy(), "steps": self.steps, "score": self.score,
+        return {"engine": np.frombuffer(self.env.get_state(), np.uint8).copy(), "steps": self.steps,
+                "score": self.score,
                 "rng": self.rng.bit_generator.state,
                 "seed": int(self.core._config._values.get("game_engine_random_seed", 0))}
 
