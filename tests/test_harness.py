@@ -24,7 +24,7 @@ def last_env_steps(run: Path) -> int:
 
 def test_run_train_starts_skips_and_continues_with_the_harness_budget(tmp_path):
     run = tmp_path / "r"
-    assert "s" in run_train(run, [*TINY, "--total-env-steps", "64"]) and finished(run)
+    assert run_train(run, [*TINY, "--total-env-steps", "64"]).endswith(" s") and finished(run)  # "<name>: N s"
     assert last_env_steps(run) == 64
     assert run_train(run, [*TINY, "--total-env-steps", "64"]).endswith("done already")
     # interrupted: the final checkpoint is missing, periodic ones are there
