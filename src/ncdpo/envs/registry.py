@@ -115,8 +115,8 @@ for _id, _desc in [
     ("grf-pass-shoot", "Google Research Football academy_pass_and_shoot_with_keeper: 2 agents"),
     ("grf-counterattack", "Google Research Football academy_counterattack_easy: 4 agents"),
 ]:
-    register(Task(_id, _desc + ", simple115v2 obs, 19 actions each, scoring reward, a goal is a win; needs "
-                  "scripts/setup_gfootball.sh", _grf_maker(_id), dict(_GRF_PRESET), "async", multi_agent=True))
+    register(Task(_id, _desc + ", simple115v2 obs, 19 actions each, MAPPO's scoring+checkpoint reward, a goal is a "
+                  "win; needs scripts/setup_gfootball.sh", _grf_maker(_id), dict(_GRF_PRESET), "async", multi_agent=True))
 
 
 def task_preset(env_id: str) -> dict[str, Any]:
