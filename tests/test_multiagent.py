@@ -282,5 +282,16 @@ def test_grf_academy_rows_episodes_and_snapshot():
             _, _, term, trunc, info = env.step(rng.integers(0, 19, 3))
             done, n = term or trunc, n + 1
         assert info["episode"]["l"] <= 400 and "is_success" in info  # a time-limit end counts as a loss
+        # a game restored one step before its end ends on that step (gfootball's own step count is restored)
+        env.reset(seed=5)
+        done = False
+        while not done:
+            snap, act = env.unwrapped.ncdpo_state(), rng.integers(0, 19, 3)
+            _, r_end, term, trunc, _ = env.step(act)
+            done = term or trunc
+        env.reset(seed=6)
+        env.unwrapped.ncdpo_set_state(snap)
+        _, r, term2, trunc2, _ = env.step(act)
+        assert (term2, trunc2) == (term, trunc) and r == r_end
     finally:
         env.close()

@@ -89,6 +89,9 @@ class GRFAcademy(Backend):
         self.env.reset()  # the engine accepts a state only once a game runs
         self.env.set_state(np.asarray(st["engine"], np.uint8).tobytes())
         self.steps, self.score = int(st["steps"]), float(st["score"])
+        # gfootball keeps its own step count outside the engine state and writes a dump when it reads 1, which
+        # fails if that same step ends the game: restore it too
+        self.core._env._step_count = self.steps
         self.rng.bit_generator.state = st["rng"]
 
     def close(self) -> None:
