@@ -217,3 +217,24 @@ def test_eval_is_reproducible_from_its_seed(tmp_path):
         assert cli_main(["eval", "shipped:Hopper-v5", "--episodes", "3", "--seed", str(seed), "--json", str(out)]) == 0
         res.append(json.loads(out.read_text())["returns"])
     assert res[0] == res[1] and res[0] != res[2]
+
+
+def test_learnable_exploration_std_can_have_its_own_lr(tmp_path, tiny_args):
+    """diffusion.sigma_exp_lr: the std gets its own Adam group (at fine-tuning's tiny actor lr it stays put
+    otherwise); annealing the lrs scales every group."""
+    base = ["--diffusion.sigma-exp", "learnable", "--ppo.actor-lr", "1e-6", "--ppo.ent-coef", "0.1",
+            "--ppo.target-kl", "0"]
+    moved = {}
+    for name, extra in [("shared", []), ("own", ["--diffusion.sigma-exp-lr", "0.01", "--ppo.anneal-lr", "true"])]:
+        tr = Trainer(cfg_from(tiny_args("ncdpo", steps=256, name=name, extra=base + extra)))
+        groups = tr.optimizer.param_groups
+        sigma = tr.agent.policy.log_sigma_exp
+        assert sum(any(q is sigma for q in g["params"]) for g in groups) == 1
+        assert len(groups) == (3 if name == "own" else 2)
+        tr.run()
+        if name == "own":  # annealed like the others: below its base lr at the last iteration
+            assert [g["lr"] for g in groups] == pytest.approx([lr * groups[1]["lr"] / 1e-3 for lr in (1e-6, 1e-3, 0.01)])
+            assert groups[2]["lr"] < 0.01
+        agent, _, _ = load_agent(tmp_path / name / "checkpoints" / "final.safetensors")
+        moved[name] = float((agent.policy.sigma_exp().log() - np.log(0.1)).abs().max())
+    assert moved["shared"] < 1e-3 and moved["own"] > 1e-2

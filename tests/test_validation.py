@@ -81,6 +81,8 @@ BAD_INPUTS = [
     (T + ["--diffusion.time-dim", "15"], "time_dim must be even"),
     (T + ["--diffusion.sigma-exp-start", "0"], "sigma_exp"),
     (T + ["--diffusion.sigma-exp", "adaptive"], "must be one of"),
+    (T + ["--diffusion.sigma-exp-lr", "0.01"], "sigma_exp_lr applies to a learnable exploration std only"),
+    (T + ["--diffusion.sigma-exp", "learnable", "--diffusion.sigma-exp-lr", "-1"], "sigma_exp_lr must be >= 0"),
     (T + ["--algo", "dppo", "--diffusion.denoising-steps", "5", "--dppo.ft-denoising-steps", "6"], "dppo.ft_denoising_steps"),
     (T + ["--dppo.gamma-denoise", "0"], "gamma_denoise"),
     (T + ["--critic.hidden-dims", "0", "64"], "critic.hidden_dims"),

@@ -129,6 +129,9 @@ class DiffusionConfig:
     """Lower bound of a learnable exploration std."""
     sigma_exp_max: float = 1.0
     """Upper bound of a learnable exploration std."""
+    sigma_exp_lr: float = 0.0
+    """Learning rate of a learnable exploration std (0: the actor's). Fine-tuning runs use actor lrs of 1e-5,
+    at which Adam moves the std by about 1e-5 per step, so it cannot follow ``ppo.ent_coef`` or the advantages."""
     grad_checkpoint: bool = False
     """Recompute each denoising step in the backward pass (memory independent of K, ~1.3x compute)."""
     logit_scale: float = 4.0
@@ -485,6 +488,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         0 < d.sigma_exp_min <= d.sigma_exp_start <= d.sigma_exp_max,
         "diffusion.sigma_exp_start must lie in [sigma_exp_min, sigma_exp_max] with sigma_exp_min > 0",
     )
+    need(d.sigma_exp_lr >= 0, f"diffusion.sigma_exp_lr must be >= 0 (got {d.sigma_exp_lr})")
+    need(d.sigma_exp_lr == 0 or d.sigma_exp == "learnable",
+         f"diffusion.sigma_exp_lr applies to a learnable exploration std only (diffusion.sigma_exp is '{d.sigma_exp}')")
     need(d.min_chain_std >= 0, f"diffusion.min_chain_std must be >= 0 (got {d.min_chain_std})")
     need(d.logit_scale > 0, f"diffusion.logit_scale must be positive (got {d.logit_scale})")
     need(d.denoised_clip >= 0, f"diffusion.denoised_clip must be >= 0 (got {d.denoised_clip})")

@@ -412,13 +412,8 @@ class Trainer:
         self.reward_scaler = RewardScaler(self.n_rows, cfg.ppo.gamma, cfg.env.norm_reward)
         if cfg.init and resume_from is None:
             self._load_init(cfg.init)
-        self.optimizer = torch.optim.Adam(
-            [
-                {"params": self.agent.actor_parameters(), "lr": cfg.ppo.actor_lr},
-                {"params": list(self.agent.critic.parameters()), "lr": cfg.ppo.critic_lr},
-            ],
-            eps=1e-5,
-        )
+        self.optimizer = torch.optim.Adam(self._param_groups(), eps=1e-5)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.run_dir = run_dir_for(cfg)
         self.iteration = 0
         self.env_steps = 0
@@ -562,6 +557,18 @@ class Trainer:
                 self.eval_envs.close()
         return self.run_dir
 
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """Adam's groups: the actor, the critic, and a learnable exploration std given its own lr if asked."""
+        cfg = self.cfg
+        actor = self.agent.actor_parameters()
+        groups = [{"params": actor, "lr": cfg.ppo.actor_lr},
+                  {"params": list(self.agent.critic.parameters()), "lr": cfg.ppo.critic_lr}]
+        sigma = getattr(getattr(self.agent, "policy", None), "log_sigma_exp", None)
+        if cfg.diffusion.sigma_exp_lr > 0 and isinstance(sigma, torch.nn.Parameter) and any(q is sigma for q in actor):
+            groups[0]["params"] = [q for q in actor if q is not sigma]
+            groups.append({"params": [sigma], "lr": cfg.diffusion.sigma_exp_lr})
+        return groups
+
     def _loop(self, logger: Logger, buf: RolloutBuffer, bar: Any, obs: np.ndarray, t_start: float) -> None:
         cfg, p, dev = self.cfg, self.cfg.ppo, self.device
         recent, mask = self.recent, self.mask
@@ -570,7 +577,7 @@ class Trainer:
             frac = self.env_steps / cfg.total_env_steps
             self.agent.set_progress(frac)
             if p.anneal_lr:
-                for g, lr in zip(self.optimizer.param_groups, (p.actor_lr, p.critic_lr)):
+                for g, lr in zip(self.optimizer.param_groups, self.base_lrs):
                     g["lr"] = lr * (1.0 - frac)
 
             # ---- rollout
