@@ -1,0 +1,38 @@
+"""Are a policy's Lift failures driven by the initial state or by the chain's noise?
+
+    python benchmarks/noise_vs_state.py shipped:lift      # or a run folder / checkpoint
+
+16 fixed initial states (reset seeds 100-115) x 4 noise seeds (torch seeds 0-3), deterministic policy: prints
+the success matrix (rows: states), the per-state mean and the overall success (benchmarks/RESULTS.md, section 6).
+"""
+import sys
+
+import numpy as np
+import torch
+
+from ncdpo.algos.core import load_agent
+from ncdpo.envs.registry import make_vec_env
+
+
+def main() -> None:
+    agent, norm, _ = load_agent(sys.argv[1])
+    torch.set_num_threads(1)
+    seeds, R = list(range(100, 116)), 4
+    envs = make_vec_env("lift", len(seeds), 4, 0, "async")
+    res = np.zeros((len(seeds), R))
+    for k in range(R):
+        torch.manual_seed(k)
+        obs, info = envs.reset(seed=seeds)
+        got = np.full(len(seeds), np.nan)
+        while np.isnan(got).any():
+            out = agent.act(torch.as_tensor(norm(obs)), True)
+            obs, r, term, trunc, info = envs.step(out.action.numpy())
+            for i in np.nonzero(term | trunc)[0]:
+                if np.isnan(got[i]): got[i] = float(term[i])
+        res[:, k] = got
+    envs.close()
+    print(sys.argv[1]); print(res.astype(int)); print("per-state mean", res.mean(1)); print("overall", res.mean())
+    
+
+if __name__ == "__main__":
+    main()
