@@ -144,6 +144,28 @@ def test_exploration_std_modes():
     assert learn.log_sigma_exp.grad is not None and learn.log_sigma_exp.grad.abs().sum() > 0
 
 
+def test_per_dimension_exploration_std():
+    """diffusion.sigma_exp_scale multiplies the std per action dimension, in every mode, and the sampled
+    actions spread accordingly; a wrong length is a one-line NcdpoError."""
+    from ncdpo.errors import NcdpoError
+
+    scale = (1.0, 1.0, 5.0)
+    for mode in ("fixed", "linear", "learnable"):
+        pol = make_policy(sigma_exp=mode, sigma_exp_start=0.1, sigma_exp_end=0.2, sigma_exp_scale=scale)
+        pol.set_progress(1.0)
+        base = 0.2 if mode == "linear" else 0.1
+        assert torch.allclose(pol.sigma_exp(), base * torch.tensor(scale), rtol=1e-5)
+    pol = make_policy(sigma_exp_scale=scale)
+    obs = torch.randn(1, 5).expand(4000, 5)
+    g = torch.Generator().manual_seed(0)
+    a, noise, logp = pol.act(obs, generator=g)
+    spread = (a - pol.chain_mean(obs, noise)[:, :2]).std(dim=(0, 1))
+    assert torch.allclose(spread, torch.tensor([0.1, 0.1, 0.5]), rtol=0.05)
+    assert torch.allclose(logp, pol.log_prob(obs, noise, a), atol=1e-4)
+    with pytest.raises(NcdpoError, match="sigma_exp_scale has 2 entries but the action has 3 dimensions"):
+        make_policy(sigma_exp_scale=(1.0, 2.0))
+
+
 def test_bc_loss_decreases_on_a_fixed_target():
     pol = make_policy(horizon=4, act_steps=2)
     obs = torch.randn(128, 5)

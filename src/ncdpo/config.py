@@ -129,6 +129,10 @@ class DiffusionConfig:
     """Lower bound of a learnable exploration std."""
     sigma_exp_max: float = 1.0
     """Upper bound of a learnable exploration std."""
+    sigma_exp_scale: tuple[float, ...] = ()
+    """Per-action-dimension multipliers of the exploration std (empty: 1 for every dimension). E.g. robosuite's
+    gripper acts on the sign of its action only, which a std of 0.1 around a saturated +-1 never flips:
+    ``1 1 1 1 1 1 5`` explores it with std 0.5. With a learnable std the products are the initial values."""
     sigma_exp_lr: float = 0.0
     """Learning rate of a learnable exploration std (0: the actor's). Fine-tuning runs use actor lrs of 1e-5,
     at which Adam moves the std by about 1e-5 per step, so it cannot follow ``ppo.ent_coef`` or the advantages."""
@@ -488,6 +492,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         0 < d.sigma_exp_min <= d.sigma_exp_start <= d.sigma_exp_max,
         "diffusion.sigma_exp_start must lie in [sigma_exp_min, sigma_exp_max] with sigma_exp_min > 0",
     )
+    need(all(x > 0 for x in d.sigma_exp_scale),
+         f"diffusion.sigma_exp_scale entries must be positive (got {list(d.sigma_exp_scale)})")
+    need(d.sigma_exp != "learnable" or all(d.sigma_exp_min <= d.sigma_exp_start * x <= d.sigma_exp_max
+                                            for x in d.sigma_exp_scale),
+         "diffusion.sigma_exp_start * sigma_exp_scale must lie in [sigma_exp_min, sigma_exp_max] for a learnable std")
     need(d.sigma_exp_lr >= 0, f"diffusion.sigma_exp_lr must be >= 0 (got {d.sigma_exp_lr})")
     need(d.sigma_exp_lr == 0 or d.sigma_exp == "learnable",
          f"diffusion.sigma_exp_lr applies to a learnable exploration std only (diffusion.sigma_exp is '{d.sigma_exp}')")

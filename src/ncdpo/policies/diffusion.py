@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ncdpo.config import DiffusionConfig
+from ncdpo.errors import NcdpoError
 from ncdpo.policies.common import ACTIVATIONS
 
 LOG_2PI = math.log(2 * math.pi)
@@ -126,7 +127,12 @@ class DiffusionPolicy(nn.Module):
         self.n_chain = len(ts)
 
         # Exploration std of the last step: a learnable parameter or a scheduled buffer.
-        log_sigma = torch.full((act_dim,), math.log(cfg.sigma_exp_start))
+        scale = torch.ones(act_dim) if not cfg.sigma_exp_scale else torch.tensor(cfg.sigma_exp_scale, dtype=torch.float32)
+        if scale.shape != (act_dim,):
+            raise NcdpoError(f"diffusion.sigma_exp_scale has {len(cfg.sigma_exp_scale)} entries but the action has "
+                             f"{act_dim} dimensions")
+        self.register_buffer("log_sigma_scale", scale.log(), persistent=False)
+        log_sigma = math.log(cfg.sigma_exp_start) + self.log_sigma_scale
         if cfg.sigma_exp == "learnable":
             self.log_sigma_exp = nn.Parameter(log_sigma)
         else:
@@ -191,7 +197,7 @@ class DiffusionPolicy(nn.Module):
         """Update a scheduled exploration std; ``frac`` is the fraction of the run done."""
         if self.cfg.sigma_exp == "linear":
             s = self.cfg.sigma_exp_start + min(max(frac, 0.0), 1.0) * (self.cfg.sigma_exp_end - self.cfg.sigma_exp_start)
-            self.log_sigma_exp.fill_(math.log(s))
+            self.log_sigma_exp.copy_(math.log(s) + self.log_sigma_scale)
 
     def log_prob(self, obs: torch.Tensor, noise: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``log pi_theta(a | s, xi)`` of the executed actions ``a`` (B, act_steps, act_dim)."""
