@@ -162,6 +162,18 @@ def test_config_layering_preset_file_cli(tmp_path):
     assert cfg_from(["train", "--critic.hidden-dims", "8", "8", "--overwrite"]).critic.hidden_dims == (8, 8)
 
 
+@pytest.mark.parametrize("command", ["train", "pretrain", "eval", "demos", "tasks"])
+def test_help_of_every_command_prints(command, capsys):
+    # every config field's docstring becomes help text, which argparse %-formats ("99% of" once crashed it)
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ncdpo " + command)
+    if command in ("train", "pretrain"):
+        assert "--diffusion.logit-scale" in out and "99% of the probability" in " ".join(out.split())
+
+
 def test_every_config_field_has_a_docstring():
     from ncdpo.config import flat_fields
 

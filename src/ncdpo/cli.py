@@ -45,7 +45,8 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
             kwargs.update(nargs="+")
         elif origin is typing.Literal:
             kwargs["metavar"] = "{" + ",".join(map(str, typing.get_args(tp))) + "}"
-        p.add_argument(_option(key), help=f"{doc} (default: {default})", **kwargs)
+        help_text = f"{doc} (default: {default})".replace("%", "%%")  # argparse %-formats help strings
+        p.add_argument(_option(key), help=help_text, **kwargs)
     p.add_argument("--env", dest="env.id", default=argparse.SUPPRESS, metavar="ID", help="short for --env.id")
 
 
