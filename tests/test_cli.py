@@ -162,7 +162,7 @@ def test_config_layering_preset_file_cli(tmp_path):
     assert cfg_from(["train", "--critic.hidden-dims", "8", "8", "--overwrite"]).critic.hidden_dims == (8, 8)
 
 
-@pytest.mark.parametrize("command", ["train", "pretrain", "eval", "demos", "tasks"])
+@pytest.mark.parametrize("command", ["train", "pretrain", "collect", "eval", "demos", "plot", "export", "tasks"])
 def test_help_of_every_command_prints(command, capsys):
     # every config field's docstring becomes help text, which argparse %-formats ("99% of" once crashed it)
     with pytest.raises(SystemExit) as e:
