@@ -19,8 +19,9 @@ NCDPO = [sys.executable, "-m", "ncdpo.cli"]
 
 
 def finished(run: Path) -> bool:
-    """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its eval.json, exists."""
-    return (run / "checkpoints" / "final.safetensors").is_file() or (run / "eval.json").is_file()
+    """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its evaluation
+    (``eval.json``, or ``eval_det.json`` for the manipulation harness), exists."""
+    return (run / "checkpoints" / "final.safetensors").is_file() or any((run / f).is_file() for f in ("eval.json", "eval_det.json"))
 
 
 def resumable(run: Path) -> bool:

@@ -11,8 +11,9 @@ through its subprocess envs) into ``benchmarks/results/manipulation/<task>/<task
 resumable like the other harnesses (``--jobs`` runs several at once where there are cores to spare).
 
 Then the BC policy and every final policy are evaluated over ``--episodes`` episodes (fixed seed), with the
-deterministic policy and the sampled one, and ``summary.csv``, ``table.md`` and ``curves_<task>.png`` (success
-rate of the training episodes, which run the sampled policy, mean ± std over seeds) are written. Raw
+deterministic policy and the sampled one, and ``<task>/summary.csv``, ``<task>/table.md`` and
+``<task>/curves_<task>.png`` (success rate of the training episodes, which run the sampled policy, mean ± std over
+seeds) are written; ``summary.csv`` and ``table.md`` at the top join every task's. Raw
 ``progress.csv`` files are kept.
 """
 
@@ -59,13 +60,13 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
     from ncdpo.plotting import plot_runs
     from ncdpo.shipped import asset_dir
 
-    rows = []
-    lines = [f"Success rate in % over {episodes} evaluation episodes (eval seed {EVAL_SEED}); fine-tuned: mean ± std over "
-             "seeds. det = deterministic policy (no exploration noise), smp = sampled policy.", "",
-             "| task | demonstrator | BC det | BC smp | algo | env steps | seeds | fine-tuned det | fine-tuned smp | "
-             "wall min / run | env steps/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    algos = [*algos, *(a for a in CONFIGS if a not in algos)]  # every algorithm and seed on disk goes in the table
     for task in tasks:
         out = root / task
+        task_seeds = [*seeds, *sorted({int(d.name.rsplit("__s", 1)[1]) for a in algos for d in out.glob(f"{task}__{a}__s*")
+                                       if d.is_dir() and d.name.rsplit("__s", 1)[1].isdigit()} - set(seeds))]
+        rows: list[list] = []
+        lines: list[str] = []
         summary = json.loads((asset_dir(task) / "summary.json").read_text())
         bc_det = evaluate(f"shipped:{task}", out / "bc_eval_det.json", episodes, False, n_envs)
         bc_smp = evaluate(f"shipped:{task}", out / "bc_eval_smp.json", episodes, True, n_envs)
@@ -73,7 +74,7 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
         task_runs = []
         for algo in algos:
             det, smp, walls, steps, runs = [], [], [], [], []
-            for seed in seeds:
+            for seed in task_seeds:
                 run = out / f"{task}__{algo}__s{seed}"
                 if not finished(run):
                     continue
@@ -97,11 +98,40 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
         if task_runs:
             plot_runs(task_runs, out / f"curves_{task}.png", y="charts/success_rate", smooth_window=3,
                       title=f"{task}: success of training episodes (sampled policy), mean ± std over seeds")
+        # each task keeps its own table, so a harness call for one task never drops another task's results
+        with AtomicText(out / "summary.csv") as f:
+            w = csv.writer(f)
+            w.writerow(SUMMARY_HEADER)
+            w.writerows(rows)
+        atomic_write_text(out / "table.md", "\n".join([*table_header(episodes), *lines]) + "\n")
+    return merge_tables(root, episodes)
+
+
+SUMMARY_HEADER = ["task", "algo", "seed", "success_det", "success_smp", "bc_success_det", "bc_success_smp", "env_steps", "wall_s"]
+
+
+def table_header(episodes: int) -> list[str]:
+    return [f"Success rate in % over {episodes} evaluation episodes (eval seed {EVAL_SEED}); fine-tuned: mean ± std over "
+            "seeds. det = deterministic policy (no exploration noise), smp = sampled policy.", "",
+            "| task | demonstrator | BC det | BC smp | algo | env steps | seeds | fine-tuned det | fine-tuned smp | "
+            "wall min / run | env steps/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def merge_tables(root: Path, episodes: int) -> str:
+    """``root/summary.csv`` and ``root/table.md``: every task's own summary and table, in the registry's task order."""
+    order = {t: i for i, t in enumerate(["lift", "can", "square", "transport"])}
+    tasks = sorted((d.name for d in root.iterdir() if (d / "summary.csv").is_file() and (d / "table.md").is_file()),
+                   key=lambda t: (order.get(t, len(order)), t))
+    rows, lines = [], []
+    for task in tasks:
+        with open(root / task / "summary.csv") as f:
+            rows += list(csv.reader(f))[1:]
+        lines += [ln for ln in (root / task / "table.md").read_text().splitlines() if ln.startswith(f"| {task} |")]
     with AtomicText(root / "summary.csv") as f:
         w = csv.writer(f)
-        w.writerow(["task", "algo", "seed", "success_det", "success_smp", "bc_success_det", "bc_success_smp", "env_steps", "wall_s"])
+        w.writerow(SUMMARY_HEADER)
         w.writerows(rows)
-    md = "\n".join(lines) + "\n"
+    md = "\n".join([*table_header(episodes), *lines]) + "\n"
     atomic_write_text(root / "table.md", md)
     return md
 

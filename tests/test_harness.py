@@ -53,3 +53,34 @@ def test_multiagent_harness_writes_a_table_per_task(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and rows[0]["task"] == "simple_spread" and rows[0]["final_det_win"] == "nan"
     assert (task_dir / "curves.png").is_file() and not (task_dir / "win_rate.png").exists()  # no wins in MPE
+
+
+def test_manipulation_harness_keeps_every_tasks_results(tmp_path):
+    """Summarising one task rewrites only that task's table; the joined table keeps the others (it once dropped them)."""
+    import manipulation
+
+    for task, det in (("square", "0.3"), ("lift", "0.6")):
+        (tmp_path / task).mkdir()
+        with open(tmp_path / task / "summary.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(manipulation.SUMMARY_HEADER)
+            w.writerow([task, "ncdpo", 1, det, det, 0.5, 0.5, 100, 10.0])
+        row = f"| {task} | 50 | 50 | 50 | ncdpo | 100 | 1 | {float(det) * 100:.0f} ± 0 | 0 ± 0 | 0 | 10 |"
+        (tmp_path / task / "table.md").write_text("\n".join([*manipulation.table_header(50), row]) + "\n")
+    (tmp_path / "stray").mkdir()  # a folder without results is not a task
+    md = manipulation.merge_tables(tmp_path, 50)
+    assert md.index("| lift |") < md.index("| square |") and "stray" not in md  # lift, can, square, transport order
+    assert md == (tmp_path / "table.md").read_text()
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["task"], r["success_det"]) for r in rows] == [("lift", "0.6"), ("square", "0.3")]
+
+
+def test_multiagent_harness_tables_every_seed_on_disk(tmp_path):
+    import multiagent
+
+    for name in ("t__ncdpo__s1", "t__ncdpo__s4", "t__ppo__s2", "t__ncdpo__s3x", "u__ncdpo__s5"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "t__ncdpo__s7").write_text("")  # a file, not a run
+    assert multiagent.seeds_on_disk(tmp_path, "t", ["ncdpo", "ppo"], [3, 1]) == [3, 1, 2, 4]
+    assert multiagent.seeds_on_disk(tmp_path, "t", ["ppo"], []) == [2]
