@@ -10,6 +10,7 @@ run with the new budget).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -56,3 +57,11 @@ def eval_json(target: str, res: Path, episodes: int, seed: int, extra: list[str]
         subprocess.check_call([*NCDPO, "eval", target, "--episodes", str(episodes), "--seed", str(seed), "--json", str(res),
                                *extra], stdout=subprocess.DEVNULL)
     return json.loads(res.read_text())
+
+
+def seeds_on_disk(task_dir: Path, task: str, algos: list[str], seeds: list[int]) -> list[int]:
+    """``seeds`` and every other seed with a run folder of one of ``algos`` in ``task_dir``, in order (so a table's
+    rows do not depend on how the harness was called)."""
+    found = {int(m.group(1)) for a in algos for d in task_dir.glob(f"{task}__{a}__s*")
+             if d.is_dir() and (m := re.fullmatch(rf"{re.escape(task)}__{re.escape(a)}__s(\d+)", d.name))}
+    return sorted(found | set(seeds))

@@ -33,7 +33,7 @@ import numpy as np
 from ncdpo.checkpoint import AtomicText, atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import NCDPO, eval_json, finished, run_train  # noqa: E402
+from _harness import NCDPO, eval_json, finished, run_train, seeds_on_disk  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -63,8 +63,7 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
     algos = [*algos, *(a for a in CONFIGS if a not in algos)]  # every algorithm and seed on disk goes in the table
     for task in tasks:
         out = root / task
-        task_seeds = [*seeds, *sorted({int(d.name.rsplit("__s", 1)[1]) for a in algos for d in out.glob(f"{task}__{a}__s*")
-                                       if d.is_dir() and d.name.rsplit("__s", 1)[1].isdigit()} - set(seeds))]
+        task_seeds = seeds_on_disk(out, task, algos, seeds)
         rows: list[list] = []
         lines: list[str] = []
         summary = json.loads((asset_dir(task) / "summary.json").read_text())
@@ -118,7 +117,7 @@ def table_header(episodes: int) -> list[str]:
 
 
 def merge_tables(root: Path, episodes: int) -> str:
-    """``root/summary.csv`` and ``root/table.md``: every task's own summary and table, in the registry's task order."""
+    """``root/summary.csv`` and ``root/table.md``: every task's own summary and table (lift, can, square, transport first)."""
     order = {t: i for i, t in enumerate(["lift", "can", "square", "transport"])}
     tasks = sorted((d.name for d in root.iterdir() if (d / "summary.csv").is_file() and (d / "table.md").is_file()),
                    key=lambda t: (order.get(t, len(order)), t))

@@ -20,7 +20,6 @@ import argparse
 import csv
 import math
 import os
-import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ import numpy as np
 from ncdpo.checkpoint import AtomicText, atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import eval_json, finished, run_train  # noqa: E402
+from _harness import eval_json, finished, run_train, seeds_on_disk  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 EVAL_SEED = 777
@@ -56,13 +55,6 @@ def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
                                                       "--total-env-steps", str(steps), *COMMON, *extra])
 
 
-def seeds_on_disk(task_dir: Path, task: str, algos: list[str], seeds: list[int]) -> list[int]:
-    """``seeds`` plus every other seed with a run folder of one of ``algos`` in ``task_dir``."""
-    found = {int(m.group(1)) for a in algos for d in task_dir.glob(f"{task}__{a}__s*")
-             if d.is_dir() and (m := re.fullmatch(rf"{re.escape(task)}__{re.escape(a)}__s(\d+)", d.name))}
-    return [*seeds, *sorted(found - set(seeds))]
-
-
 def value_at(log: list[dict], step: int, key: str, window: int = 5) -> float:
     pts = [float(r[key]) for r in log if r[key] and int(r["env_steps"]) <= step]
     return float(np.mean(pts[-window:])) if pts else math.nan
@@ -76,12 +68,12 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], steps: int, 
     # the table covers every variant and seed on disk, so summarising a new variant keeps the earlier ones
     algos = [*algos, *(v for v in VARIANTS if v not in algos)]
     for task in tasks:
-        seeds = seeds_on_disk(out / task, task, algos, seeds)
+        task_seeds = seeds_on_disk(out / task, task, algos, seeds)
         table: dict[str, list[list[float]]] = {}
         rows = []
         has_success = False
         for algo in algos:
-            for seed in seeds:
+            for seed in task_seeds:
                 run = run_dir(out, task, algo, seed)
                 if not finished(run):
                     continue
@@ -114,7 +106,7 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], steps: int, 
             task_lines.append(f"| {algo} | {len(recs)} | " + " | ".join(cells) + " |")
         task_lines.append("")
         lines += task_lines
-        runs = [run_dir(out, task, a, s) for a in algos for s in seeds if (run_dir(out, task, a, s) / "progress.csv").is_file()]
+        runs = [run_dir(out, task, a, s) for a in algos for s in task_seeds if (run_dir(out, task, a, s) / "progress.csv").is_file()]
         if not runs:
             continue
         plot_runs(runs, out / task / "curves.png", smooth_window=5, title=f"{task}: NCDPO vs MLP+MAPPO, mean ± std over seeds")

@@ -76,11 +76,11 @@ def test_manipulation_harness_keeps_every_tasks_results(tmp_path):
     assert [(r["task"], r["success_det"]) for r in rows] == [("lift", "0.6"), ("square", "0.3")]
 
 
-def test_multiagent_harness_tables_every_seed_on_disk(tmp_path):
-    import multiagent
+def test_harness_tables_every_seed_on_disk(tmp_path):
+    from _harness import seeds_on_disk
 
     for name in ("t__ncdpo__s1", "t__ncdpo__s4", "t__ppo__s2", "t__ncdpo__s3x", "u__ncdpo__s5"):
         (tmp_path / name).mkdir()
     (tmp_path / "t__ncdpo__s7").write_text("")  # a file, not a run
-    assert multiagent.seeds_on_disk(tmp_path, "t", ["ncdpo", "ppo"], [3, 1]) == [3, 1, 2, 4]
-    assert multiagent.seeds_on_disk(tmp_path, "t", ["ppo"], []) == [2]
+    assert seeds_on_disk(tmp_path, "t", ["ncdpo", "ppo"], [3, 1]) == [1, 2, 3, 4]
+    assert seeds_on_disk(tmp_path, "t", ["ppo"], []) == [2]
