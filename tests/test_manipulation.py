@@ -121,6 +121,26 @@ def test_clean_demonstrator_succeeds_on_a_fixed_seed(task, seed):
         env.close()
 
 
+def test_transport_demonstrator_hands_the_hammer_over_on_a_fixed_seed():
+    """Both arms' scripts run to the end: lid off, trash into the trash bin, hammer handed over and dropped
+    into the target bin; success ends the episode well before the 800-step limit."""
+    from ncdpo.data.demonstrators import Demonstrator, run_episode
+    from ncdpo.envs.manipulation import RobosuiteEnv
+
+    env = RobosuiteEnv("transport")
+    try:
+        ep = run_episode(env, seed=1, noise=0.0, offset=0.0)
+        assert ep["success"] and ep["terminated"] and len(ep["actions"]) < 700
+        assert ep["actions"].shape[1] == 14 and np.abs(ep["actions"]).max() <= 1.0
+        obs = env.last_raw_obs
+        assert bool(obs["payload_in_target_bin"]) and bool(obs["trash_in_trash_bin"])
+        env.reset(seed=1)
+        demo = Demonstrator(env, np.random.default_rng(1), noise=0.0, offset=0.0, mistake=0.0)
+        assert [p[-1].name for p in demo.plans] == ["retreat", "retreat"]
+    finally:
+        env.close()
+
+
 def test_a_demonstrator_mistake_fails_the_episode(lift):
     from ncdpo.data.demonstrators import run_episode
 
@@ -169,8 +189,8 @@ def test_shipped_manipulation_assets(task, obs_dim):
 def test_demos_cli_errors(tmp_path, capsys):
     from ncdpo.cli import main
 
-    assert main(["demos", "transport", "--out", str(tmp_path / "s.hdf5")]) == 2
-    assert "no scripted demonstrator for task 'transport'" in capsys.readouterr().err
+    assert main(["demos", "Hopper-v5", "--out", str(tmp_path / "s.hdf5")]) == 2
+    assert "no scripted demonstrator for task 'Hopper-v5'" in capsys.readouterr().err
     assert main(["demos", "lift", "--out", str(tmp_path / "s.hdf5"), "--skill", "expert"]) == 2
     assert "--skill must be one of" in capsys.readouterr().err
     assert not (tmp_path / "s.hdf5").exists()

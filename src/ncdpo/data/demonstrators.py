@@ -21,22 +21,30 @@ mistakes are a distinct mode of behaviour in the same states, which a diffusion 
 dataset keeps the failed episodes, so a policy cloned from it is clearly imperfect. ``noise=0, offset=0,
 mistake=0`` is the clean expert.
 
-Demonstrators exist for ``lift``, ``can`` and ``square`` (and their ``-dense`` variants); ``square``
-grasps the nut by its handle with the fingers across it and places it by keeping the nut, as it hangs,
-centred over the peg. None for ``transport`` (two arms, a lid, a hand-over and a trash bin).
+Demonstrators exist for ``lift``, ``can``, ``square`` (and their ``-dense`` variants) and ``transport``;
+``square`` grasps the nut by its handle with the fingers across it and places it by keeping the nut, as it
+hangs, centred over the peg. ``transport`` runs one script per arm, synchronised at the hand-over: robot 0
+lifts the lid off the start bin and puts it on the table, robot 1 meanwhile moves the trash cube from the
+target bin into the trash bin; robot 0 then picks the hammer out of the start bin by its handle and holds
+it out over the gap between the tables, handle along the line between the robots; robot 1 grasps the
+handle's other half, robot 0 lets go, and robot 1 carries the hammer over the target bin and drops it in.
+Each arm returns to its reset pose between sub-tasks (there the controller's null-space posture term
+pulls the joints back; without it the wrist drifts into a joint limit). Its mistakes: robot 0 closes its
+gripper above the hammer (``early``), or robot 1 lets go of the hammer half way to the target bin
+(``drop``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ncdpo.errors import NcdpoError
 
 SKILLS = {"better": 0.5, "okay": 1.0, "worse": 2.0}
-DEMO_TASKS = ("lift", "can", "square")
+DEMO_TASKS = ("lift", "can", "square", "transport")
 _POS_SCALE = 0.05  # OSC_POSE: an action of 1 moves the position goal 5 cm
 _ROT_SCALE = 0.5  # ... and turns the orientation goal 0.5 rad
 _GAIN = 2.5  # proportional gain on the position error (in units of the controller step)
@@ -55,8 +63,34 @@ class Phase:
     """... and at least this many steps were spent in it."""
     max_steps: int = 60
     """The phase ends after this many steps in any case."""
-    yaw: float = 0.0
-    """Turn of the gripper about the vertical axis relative to the reset pose (radians)."""
+    yaw: Any = 0.0
+    """Turn of the gripper about the vertical axis relative to the reset pose (radians), or a function of
+    nothing returning it."""
+    until: Callable[[], bool] | None = None
+    """The phase also waits for this condition (the other arm's progress, on ``transport``)."""
+    vmax: float = 1.0
+    """Largest position command (in the controller's [-1, 1] units): a slower carry keeps a held object."""
+
+
+class _Arm:
+    """One arm's end effector and how a world-frame motion maps onto its OSC_POSE action (robosuite reads
+    the deltas in the robot's base frame; the two ``transport`` robots are turned by +-90 degrees)."""
+
+    def __init__(self, env: Any, i: int) -> None:
+        from scipy.spatial.transform import Rotation
+
+        self.env, self.i = env, i
+        rs = env.env
+        body = rs.sim.model.body_name2id(rs.robots[i].robot_model.root_body)
+        mat = rs.sim.data.body_xmat[body].reshape(3, 3).copy()
+        self.base = None if np.allclose(mat, np.eye(3)) else Rotation.from_matrix(mat)
+        self.down = _rotation(env.last_raw_obs[f"robot{i}_eef_quat"])  # the reset pose points the gripper down
+
+    def eef(self) -> np.ndarray:
+        return np.asarray(self.env.last_raw_obs[f"robot{self.i}_eef_pos"], np.float64)
+
+    def to_base(self, v: np.ndarray) -> np.ndarray:
+        return v if self.base is None else self.base.inv().apply(v)
 
 
 @dataclass
@@ -87,11 +121,14 @@ class Demonstrator:
         self.speed = float(self.rng.uniform(0.6, 1.0))
         self.slip = ""  # the episode's mistake, if any: "early" (closes above the object) or "drop" (lets go in transit)
         if self.rng.random() < min(1.0, self.mistake * s):
-            self.slip = "drop" if self.env.task == "can" and self.rng.random() < 0.5 else "early"
-        obs = self.env.last_raw_obs
-        self.down = _rotation(obs["robot0_eef_quat"])  # the reset pose points the gripper down
-        self.phase_i, self.steps_in_phase = 0, 0
-        self.phases = self._plan()
+            self.slip = "drop" if self.env.task in ("can", "transport") and self.rng.random() < 0.5 else "early"
+        self.arms = [_Arm(self.env, i) for i in range(getattr(self.env, "n_robots", 1))]
+        self.down = self.arms[0].down
+        plans = self._plan_transport() if self.env.task == "transport" else [self._plan()]
+        self.plans: list[list[Phase]] = plans
+        """One list of phases per arm."""
+        self.phase_k = [0] * len(plans)
+        self.steps_k = [0] * len(plans)
 
     # ------------------------------------------------------------------------------------------ plans
     def _object(self) -> np.ndarray:
@@ -141,7 +178,7 @@ class Demonstrator:
         obs = self.env.last_raw_obs
         d = rs.sim.data.site_xpos[site] - np.asarray(obs["SquareNut_pos"], np.float64)
         yaw = float(np.arctan2(d[1], d[0]))  # the handle points along the nut's x axis
-        yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the gripper is symmetric: turn at most 90 degrees
+        yaw = _wrap_yaw(yaw)
         off = self.grasp_offset
         z = 0.03 if self.slip == "early" else 0.0
 
@@ -169,34 +206,144 @@ class Demonstrator:
             Phase("retreat", over_peg(0.25), -1.0, tol=0.01, max_steps=200, yaw=yaw),
         ]
 
+    def _plan_transport(self) -> list[list[Phase]]:
+        """Two scripts (robot 0, robot 1) that wait for each other at the hand-over (module docstring)."""
+        rs = self.env.env
+        d = rs.sim.data
+        pay = rs.sim.model.body_name2id("payload_root")
+        trash_id = rs.sim.model.body_name2id("trash_main")
+        obs = self.env.last_raw_obs
+        target_bin = np.asarray(obs["target_bin_pos"], np.float64)
+        trash_bin = np.asarray(obs["trash_bin_pos"], np.float64)
+        lid = np.asarray(obs["lid_handle_pos"], np.float64) + self.grasp_offset
+        trash = d.body_xpos[trash_id].astype(np.float64) + self.grasp_offset
+        off = self.grasp_offset
+
+        def axis() -> np.ndarray:  # the hammer handle's axis (its body z), pointing toward robot 1 (+y)
+            z = d.body_xmat[pay].reshape(3, 3)[:, 2].astype(np.float64)
+            return z if z[1] >= 0 else -z
+
+        def across() -> float:  # the yaw that puts the fingers (world x at reset) across the handle
+            a = axis()
+            return _wrap_yaw(float(np.arctan2(a[1], a[0])) - np.pi / 2)
+
+        def handle(s: float, dz: float = 0.0, o: Any = 0.0):  # a point on the handle, s metres from its centre, + o
+            return lambda: d.body_xpos[pay].astype(np.float64) + s * axis() + o + [0, 0, dz]
+
+        def over_bin(z: float):  # robot 1's gripper where the hammer, as it hangs, is centred over the target bin
+            def target() -> np.ndarray:
+                rel = self.arms[1].eef() - d.body_xpos[pay]
+                return np.array([target_bin[0] + rel[0], target_bin[1] + rel[1], z])
+            return target
+
+        def phase(i: int) -> str:
+            return self.arm_phase(i).name
+
+        yaw = across()
+        s0, s1 = -0.06, 0.06  # robot 0 holds the handle's half nearer to it, robot 1 the other
+        at = np.array([0.0, 0.0, 1.0])  # the handle's centre at the hand-over, over the gap between the tables
+        home0, home1 = np.array([0.0, -0.35, 1.05]), np.array([0.0, 0.35, 1.05])
+        lid_down = np.array([-0.2, lid[1], 0.9])  # the lid goes on the table beside the start bin
+        trash_drop = trash_bin + [-0.05, -0.05, 0.2]
+        ham = handle(s0, o=off)()
+        z_grasp = 0.03 if self.slip == "early" else 0.0
+        top = target_bin[2] + 0.25
+        drop = self.slip == "drop"
+        robot0 = [
+            Phase("lid_approach", lid + [0, 0, 0.08], -1.0, tol=0.015),
+            Phase("lid_descend", lid, -1.0, tol=0.008),
+            Phase("lid_grasp", lid, 1.0, tol=1.0, min_steps=8),
+            Phase("lid_lift", lid + [0, 0, 0.2], 1.0, tol=0.03),
+            Phase("lid_carry", lid_down + [0, 0, 0.1], 1.0, tol=0.03),
+            Phase("lid_lower", lid_down, 1.0, tol=0.02),
+            Phase("lid_release", lid_down, -1.0, tol=1.0, min_steps=8),
+            Phase("lid_retreat", lid_down + [0, 0, 0.15], -1.0, tol=0.03),
+            Phase("home", home0, -1.0, tol=0.02, min_steps=15),
+            Phase("hammer_approach", handle(s0, 0.2, off), -1.0, tol=0.015, yaw=yaw),
+            Phase("hammer_descend", handle(s0, z_grasp, off), -1.0, tol=0.008, yaw=yaw),
+            Phase("hammer_grasp", handle(s0, z_grasp, off), 1.0, tol=1.0, min_steps=10, yaw=yaw),
+            Phase("hammer_lift", np.array([ham[0], ham[1], 1.08]), 1.0, tol=0.03, yaw=yaw),
+            Phase("home_holding", home0, 1.0, tol=0.02, min_steps=15, vmax=0.5),
+            Phase("hand_over", at + [0, s0, 0], 1.0, tol=0.01, max_steps=150, vmax=0.4),
+            Phase("hold", at + [0, s0, 0], 1.0, tol=1.0, max_steps=800, until=lambda: phase(1) == "hold"),
+            Phase("release", at + [0, s0, 0], -1.0, tol=1.0, min_steps=10),
+            Phase("retreat", at + [0, s0 - 0.15, 0.1], -1.0, tol=0.01, max_steps=800),
+        ]
+        robot1 = [
+            Phase("trash_approach", trash + [0, 0, 0.17], -1.0, tol=0.015),
+            Phase("trash_descend", trash, -1.0, tol=0.008),
+            Phase("trash_grasp", trash, 1.0, tol=1.0, min_steps=8),
+            Phase("trash_lift", np.append(trash[:2], 1.0), 1.0, tol=0.03),
+            Phase("trash_carry", trash_drop, 1.0, tol=0.03),
+            Phase("trash_release", trash_drop, -1.0, tol=1.0, min_steps=8),
+            Phase("home", home1, -1.0, tol=0.02, min_steps=15),
+            Phase("wait", at + [0, 0.15, 0.06], -1.0, tol=0.02, max_steps=800, until=lambda: phase(0) == "hold"),
+            Phase("hammer_approach", handle(s1, 0.06), -1.0, tol=0.01, yaw=across),
+            Phase("hammer_descend", handle(s1), -1.0, tol=0.008, yaw=across),
+            Phase("hammer_grasp", handle(s1), 1.0, tol=1.0, min_steps=10, yaw=across),
+            Phase("hold", handle(s1), 1.0, tol=1.0, max_steps=800, until=lambda: phase(0) == "retreat"),
+            Phase("hammer_lift", at + [0, s1, 0.1], 1.0, tol=0.02, vmax=0.3),
+            *([Phase("carry", lambda: (at + [0, s1, 0.1] + over_bin(top)()) / 2, 1.0, tol=0.03, vmax=0.3),
+               Phase("drop", lambda: (at + [0, s1, 0.1] + over_bin(top)()) / 2, -1.0, tol=1.0, min_steps=10)]
+              if drop else []),
+            Phase("carry", over_bin(top), float(-1.0 if drop else 1.0), tol=0.02, max_steps=200, vmax=0.3),
+            Phase("lower", over_bin(top - 0.05), float(-1.0 if drop else 1.0), tol=0.02),
+            Phase("release", over_bin(top - 0.05), -1.0, tol=1.0, min_steps=12),
+            Phase("retreat", target_bin + [0, -0.1, 0.35], -1.0, tol=0.01, max_steps=800),
+        ]
+        return [robot0, robot1]
+
     # ------------------------------------------------------------------------------------------ acting
     @property
+    def phases(self) -> list[Phase]:
+        """Arm 0's phases."""
+        return self.plans[0]
+
+    @property
     def phase(self) -> Phase:
-        return self.phases[self.phase_i]
+        """Arm 0's current phase."""
+        return self.arm_phase(0)
+
+    def arm_phase(self, i: int) -> Phase:
+        return self.plans[i][self.phase_k[i]]
 
     def act(self) -> np.ndarray:
-        """The action for the current observation (``env.last_raw_obs``), in the env's [-1, 1] units."""
+        """The action for the current observation (``env.last_raw_obs``), in the env's [-1, 1] units: per
+        arm, 3 position and 3 orientation deltas and a gripper command."""
+        return np.concatenate([self._act_arm(i) for i in range(len(self.plans))]).astype(np.float32)
+
+    def _act_arm(self, i: int) -> np.ndarray:
+        arm, plan = self.arms[i], self.plans[i]
         obs = self.env.last_raw_obs
-        eef = np.asarray(obs["robot0_eef_pos"], np.float64)
-        ph = self.phase
+        eef = arm.eef()
+        ph = plan[self.phase_k[i]]
         err = _target(ph) - eef
-        done = np.linalg.norm(err) < ph.tol and self.steps_in_phase >= ph.min_steps
-        if (done or self.steps_in_phase >= ph.max_steps) and self.phase_i < len(self.phases) - 1:
-            self.phase_i += 1
-            self.steps_in_phase = 0
-            ph = self.phase
+        done = (np.linalg.norm(err) < ph.tol and self.steps_k[i] >= ph.min_steps
+                and (ph.until is None or ph.until()))
+        if (done or self.steps_k[i] >= ph.max_steps) and self.phase_k[i] < len(plan) - 1:
+            self.phase_k[i] += 1
+            self.steps_k[i] = 0
+            ph = plan[self.phase_k[i]]
             err = _target(ph) - eef
-        self.steps_in_phase += 1
-        pos = np.clip(err / _POS_SCALE * _GAIN * self.speed, -1.0, 1.0)
+        self.steps_k[i] += 1
+        pos = np.clip(arm.to_base(err) / _POS_SCALE * _GAIN * self.speed, -1.0, 1.0)
+        if ph.vmax < 1.0 and np.abs(pos).max() > ph.vmax:
+            pos = pos * (ph.vmax / np.abs(pos).max())
         from scipy.spatial.transform import Rotation
 
-        target_rot = Rotation.from_euler("z", ph.yaw) * self.down
-        rot_err = (target_rot * _rotation(obs["robot0_eef_quat"]).inv()).as_rotvec()
-        rot = np.clip(rot_err / _ROT_SCALE, -1.0, 1.0)
-        arm = np.concatenate([pos, rot])
+        yaw = ph.yaw() if callable(ph.yaw) else ph.yaw
+        target_rot = Rotation.from_euler("z", yaw) * arm.down
+        rot_err = (target_rot * _rotation(obs[f"robot{i}_eef_quat"]).inv()).as_rotvec()
+        rot = np.clip(arm.to_base(rot_err) / _ROT_SCALE, -1.0, 1.0)
+        a = np.concatenate([pos, rot])
         if self.noise_std > 0:
-            arm = arm + self.rng.normal(0.0, self.noise_std, arm.shape)
-        return np.clip(np.append(arm, ph.grip), -1.0, 1.0).astype(np.float32)
+            a = a + self.rng.normal(0.0, self.noise_std, a.shape)
+        return np.clip(np.append(a, ph.grip), -1.0, 1.0)
+
+
+def _wrap_yaw(yaw: float) -> float:
+    """The gripper is symmetric: a turn of at most 90 degrees either way reaches any finger direction."""
+    return (yaw + np.pi / 2) % np.pi - np.pi / 2
 
 
 def _target(ph: Phase) -> np.ndarray:
