@@ -251,6 +251,34 @@ def test_cartpole_discrete_single_agent_runs(tmp_path):
 # ---------------------------------------------------------------------------------------------- Google Research Football
 
 
+def test_grf_same_seed_same_game():
+    """gfootball plays a first game when it is constructed, seeded from Python's global ``random``, and that
+    seed used to fix the engine's team processing order for the env's lifetime: the same seed then gave
+    different games in different processes. The games must depend on the reset seed alone."""
+    pytest.importorskip("gfootball")
+    import random
+
+    from ncdpo.envs.registry import make_env
+
+    games = []
+    for py_seed in (0, 1, 2, 3):
+        random.seed(py_seed)
+        env = make_env("grf-3v1")
+        try:
+            obs, _ = env.reset(seed=7)
+            rng, frames = np.random.default_rng(0), [obs]
+            for _ in range(60):
+                obs, _, term, trunc, _ = env.step(rng.integers(0, 19, 3))
+                frames.append(obs)
+                if term or trunc:
+                    frames.append(env.reset()[0])
+        finally:
+            env.close()
+        games.append(np.stack(frames))
+    for g in games[1:]:
+        np.testing.assert_array_equal(games[0], g)
+
+
 def test_grf_academy_rows_episodes_and_snapshot():
     pytest.importorskip("gfootball")
     from ncdpo.envs.registry import make_env

@@ -11,7 +11,8 @@ are paid on a goal, so an episode that ends in a goal pays each agent 2 in all).
 sparse reward alone. Agents' rewards can differ; the team reward is their mean. An episode ends on a goal, the
 ball going out of play, a change of possession, or the scenario's time limit (``game_duration`` steps, reported
 as ``truncated``); it is a win (``is_success``) when the left team scored. The engine's random seed of each
-episode is drawn from this env's own generator, so a seeded run is reproducible.
+episode, and with it the order in which the engine processes the two teams, is drawn from this env's own
+generator, so a seeded run is reproducible (``test_grf_same_seed_same_game`` pins it).
 """
 
 from __future__ import annotations
@@ -47,13 +48,23 @@ class GRFAcademy(Backend):
         self.env = football_env.create_environment(
             env_name=scenario, representation="simple115v2", rewards=rewards, render=False, write_video=False,
             write_goal_dumps=False, write_full_episode_dumps=False, number_of_left_players_agent_controls=n_agents,
-            logdir=os.path.join(tempfile.gettempdir(), "ncdpo_gfootball"))
+            logdir=os.path.join(tempfile.gettempdir(), "ncdpo_gfootball"),
+            # gfootball's constructor plays a first episode: without a seed it draws one from Python's unseeded
+            # global `random`, and that seed's parity fixed the team processing order for the env's lifetime,
+            # so two runs with the same seed differed (measured: from their first iteration)
+            other_config_options={"game_engine_random_seed": 0})
         self.core = self.env.unwrapped
         self.n_agents, self.n_actions = n_agents, int(self.env.action_space.nvec[0])
         self.local_dim = self.state_dim = 115
         self.max_steps = int(self.core._config.ScenarioConfig().game_duration)
         self.rng = np.random.default_rng(0)
         self.steps, self.score = 0, 0.0
+
+    def _seed_engine(self, seed: int) -> None:
+        """The engine's seed for the next game and, by gfootball's own rule (the seed's parity), the order in
+        which it processes the two teams; both come from this env's generator."""
+        self.core._config._values["game_engine_random_seed"] = seed
+        self.core._config._values["reverse_team_processing"] = bool(seed % 2)
 
     def _out(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         obs = np.asarray(obs, np.float32).reshape(self.n_agents, -1)
@@ -62,7 +73,7 @@ class GRFAcademy(Backend):
     def reset(self, seed: int | None) -> tuple[np.ndarray, np.ndarray, None]:
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        self.core._config._values["game_engine_random_seed"] = int(self.rng.integers(0, 2**31 - 1))
+        self._seed_engine(int(self.rng.integers(0, 2**31 - 1)))
         self.steps, self.score = 0, 0.0
         local, state = self._out(self.env.reset())
         return local, state, None
@@ -85,7 +96,7 @@ class GRFAcademy(Backend):
                 "seed": int(self.core._config._values.get("game_engine_random_seed", 0))}
 
     def set_state(self, st: dict[str, Any]) -> None:
-        self.core._config._values["game_engine_random_seed"] = int(st["seed"])
+        self._seed_engine(int(st["seed"]))
         self.env.reset()  # the engine accepts a state only once a game runs
         self.env.set_state(np.asarray(st["engine"], np.uint8).tobytes())
         self.steps, self.score = int(st["steps"]), float(st["score"])
