@@ -170,8 +170,8 @@ def test_demonstration_dataset_shapes_and_round_trip(tmp_path):
         np.testing.assert_array_equal(a.actions, b.actions)
 
 
-@pytest.mark.parametrize("task,obs_dim", [("lift", 19), ("can", 23), ("square", 23)])
-def test_shipped_manipulation_assets(task, obs_dim):
+@pytest.mark.parametrize("task,obs_dim,act_dim", [("lift", 19, 7), ("can", 23, 7), ("square", 23, 7), ("transport", 59, 14)])
+def test_shipped_manipulation_assets(task, obs_dim, act_dim):
     from ncdpo.checkpoint import load_checkpoint
     from ncdpo.data.dataset import load_dataset
     from ncdpo.shipped import asset_dir, available
@@ -179,11 +179,11 @@ def test_shipped_manipulation_assets(task, obs_dim):
     assert task in available()
     ds = load_dataset(f"shipped:{task}")
     summary = json.loads((asset_dir(task) / "summary.json").read_text())
-    assert ds.env_id == task and ds.obs_dim == obs_dim and ds.act_dim == 7
+    assert ds.env_id == task and ds.obs_dim == obs_dim and ds.act_dim == act_dim
     assert len(ds.episodes) == summary["demos"]["episodes"] and ds.n_transitions == summary["demos"]["transitions"]
     assert np.mean(ds.meta["successes"]) == pytest.approx(summary["demos"]["success_rate"])
     ck = load_checkpoint(f"shipped:{task}")
-    assert (ck.meta["env_id"], ck.obs_dim, ck.act_dim) == (task, obs_dim, 7)
+    assert (ck.meta["env_id"], ck.obs_dim, ck.act_dim) == (task, obs_dim, act_dim)
 
 
 def test_demos_cli_errors(tmp_path, capsys):
