@@ -142,10 +142,11 @@ def raw_throughput(task: str, n_envs: int, decisions: int, train_steps: int, roo
     envs = make_vec_env(task, n_envs, act_steps=4, vector="async")
     envs.reset(seed=0)
     rng = np.random.default_rng(0)
-    envs.step(rng.uniform(-1, 1, (n_envs, 4, 7)).astype(np.float32))  # warm-up (numba compilation)
+    shape = envs.action_space.shape  # (n_envs, act_steps, act_dim): 7 per Panda arm, 14 on transport
+    envs.step(rng.uniform(-1, 1, shape).astype(np.float32))  # warm-up (numba compilation)
     steps, t0 = 0, time.perf_counter()
     for _ in range(decisions):
-        _, _, term, trunc, info = envs.step(rng.uniform(-1, 1, (n_envs, 4, 7)).astype(np.float32))
+        _, _, term, trunc, info = envs.step(rng.uniform(-1, 1, shape).astype(np.float32))
         steps += int(np.sum(info["env_steps"])) if "env_steps" in info else n_envs * 4
     raw = steps / (time.perf_counter() - t0)
     envs.close()
