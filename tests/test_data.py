@@ -183,7 +183,7 @@ def test_collect_pretrain_then_finetune_from_the_checkpoint(tmp_path, tiny_args,
 
     bc = ["pretrain", "--dataset", str(out), "--horizon", "4", "--act-steps", "2", "--pretrain.steps", "60",
           "--pretrain.warmup-steps", "10", "--pretrain.log-every", "20", "--diffusion.denoising-steps", "4",
-          "--diffusion.hidden-dim", "32", "--out-dir", str(tmp_path), "--run-name", "bc", "--progress", "false",
+          "--diffusion.hidden-dim", "32", "--diffusion.prediction", "x0", "--out-dir", str(tmp_path), "--run-name", "bc", "--progress", "false",
           "--tensorboard", "false", "--eval-every", "30", "--eval-episodes", "1"]
     assert main(bc) == 0
     log = (tmp_path / "bc" / "progress.csv").read_text().splitlines()
@@ -196,7 +196,7 @@ def test_collect_pretrain_then_finetune_from_the_checkpoint(tmp_path, tiny_args,
                                                     "--progress", "false", "--tensorboard", "false"])
     cfg = resolve_train_config(args, extra)
     assert (cfg.env.id, cfg.horizon, cfg.act_steps, cfg.diffusion.denoising_steps, cfg.diffusion.hidden_dim) == ("Hopper-v5", 4, 2, 4, 32)
-    assert cfg.env.update_obs_norm is False
+    assert cfg.env.update_obs_norm is False and cfg.diffusion.prediction == "x0"
     # ... and acts exactly as the pre-trained policy for the same observation and noise.
     bc_agent, bc_norm, _ = load_agent(ck)
     tr = Trainer(cfg)
@@ -207,6 +207,11 @@ def test_collect_pretrain_then_finetune_from_the_checkpoint(tmp_path, tiny_args,
         torch.testing.assert_close(tr.agent.policy.chain_mean(obs, noise), bc_agent.policy.chain_mean(obs, noise), rtol=0, atol=0)
     tr.run()
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["init"] == str(ck)
+    # overriding what the weights mean is refused, not silently loaded
+    args, extra = build_parser().parse_known_args(["train", "--init", str(ck), "--diffusion.prediction", "epsilon",
+                                                    "--out-dir", str(tmp_path), "--run-name", "ft2"])
+    with pytest.raises(NcdpoError, match="predicts 'x0' but this run sets diffusion.prediction 'epsilon'"):
+        Trainer(resolve_train_config(args, extra))
 
 
 def test_critic_warmup_leaves_the_policy_untouched(tmp_path, tiny_args):

@@ -141,7 +141,7 @@ INHERITED_FIELDS = (
     "algo", "env.id", "horizon", "act_steps", "env.norm_obs", "env.clip_obs",
     "diffusion.denoising_steps", "diffusion.sampler", "diffusion.ddim_steps", "diffusion.ddim_eta",
     "diffusion.hidden_dim", "diffusion.num_blocks", "diffusion.time_dim", "diffusion.activation",
-    "diffusion.denoised_clip", "diffusion.clip_last_step",
+    "diffusion.denoised_clip", "diffusion.clip_last_step", "diffusion.prediction", "diffusion.logit_scale",
     "gaussian.hidden_dims", "gaussian.activation", "critic.hidden_dims", "critic.activation", "critic.condition_on_mean",
 )
 

@@ -482,6 +482,12 @@ class Trainer:
                 f"--init checkpoint {ck.path} was made for obs/act dims ({ck.obs_dim}, {ck.act_dim}) "
                 f"but {self.cfg.env.id} has ({self.obs_dim}, {self.act_dim})"
             )
+        if same_policy and ck.config.diffusion.prediction != self.cfg.diffusion.prediction:
+            # same tensors, different meaning: the network predicts the noise in one and the clean chunk in the other
+            raise NcdpoError(
+                f"--init checkpoint {ck.path} predicts '{ck.config.diffusion.prediction}' but this run sets "
+                f"diffusion.prediction '{self.cfg.diffusion.prediction}'; drop the override"
+            )
         policy_state = ck.prefixed("agent.policy")
         own = self.agent.policy.state_dict()
         if "log_sigma_exp" in own and "log_sigma_exp" in policy_state:  # the exploration std comes from this config
