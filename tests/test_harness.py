@@ -84,3 +84,30 @@ def test_harness_tables_every_seed_on_disk(tmp_path):
     (tmp_path / "t__ncdpo__s7").write_text("")  # a file, not a run
     assert seeds_on_disk(tmp_path, "t", ["ncdpo", "ppo"], [3, 1]) == [1, 2, 3, 4]
     assert seeds_on_disk(tmp_path, "t", ["ppo"], []) == [2]
+
+
+def test_noise_entropy_separates_chain_noise_from_the_categorical_draw(tmp_path, capsys):
+    """``benchmarks/noise_entropy.py``: the MLP's marginal and per-noise entropies are one number; a freshly
+    initialised epsilon-predicting chain's noise picks its action (marginal entropy above the per-noise one, the
+    most likely action changes with the noise), an x0-predicting one's hardly does."""
+    pytest.importorskip("mpe2")
+    import noise_entropy
+
+    from ncdpo.cli import main
+
+    base = ["train", "--env", "simple_spread", "--total-env-steps", "50", "--env.n-envs", "2", "--ppo.n-steps", "25",
+            "--ppo.minibatch-size", "50", "--ppo.update-epochs", "1", "--diffusion.denoising-steps", "4",
+            "--diffusion.hidden-dim", "32", "--gaussian.hidden-dims", "16", "--out-dir", str(tmp_path), "--progress",
+            "false", "--tensorboard", "false", "--torch-threads", "1"]
+    for name, extra in {"mlp": ["--algo", "ppo"], "eps": ["--algo", "ncdpo"],
+                        "x0": ["--algo", "ncdpo", "--diffusion.prediction", "x0"]}.items():
+        assert main([*base, *extra, "--run-name", name]) == 0
+    out = tmp_path / "h.csv"
+    assert noise_entropy.main([str(tmp_path / n) for n in ("mlp", "eps", "x0")] +
+                              ["--states", "60", "--noises", "16", "--n-envs", "2", "--csv", str(out)]) == 0
+    with open(out) as f:
+        rows = {Path(r["run"]).name: {k: float(v) for k, v in r.items() if k not in ("run",)} for r in csv.DictReader(f)}
+    assert rows["mlp"]["per_noise_entropy"] == rows["mlp"]["marginal_entropy"] and rows["mlp"]["argmax_agree"] == 1.0
+    assert rows["eps"]["marginal_entropy"] > rows["eps"]["per_noise_entropy"] + 0.3 and rows["eps"]["argmax_agree"] < 0.8
+    assert rows["x0"]["argmax_agree"] > rows["eps"]["argmax_agree"]
+    assert all(r["states"] == 60 for r in rows.values())
