@@ -124,6 +124,11 @@ class DiffusionConfig:
     """Also clip x0 in the last step (keeps the mean in bounds; off lets gradients pass where it saturates)."""
     min_chain_std: float = 0.0
     """Floor on the std of the intermediate denoising steps (0 keeps the DDPM posterior std)."""
+    chain_noise_scale: float = 1.0
+    """Multiplier on the chain noise xi drawn when acting (1: the diffusion policy as defined). 0 fixes the
+    initial latent and every intermediate noise at zero, so the chain is a deterministic function of the
+    observation and only the last step's perturbation (or the categorical draw) explores: an ablation of
+    the noise conditioning, not NCDPO. Training (BC loss) is unaffected; DPPO ignores it."""
     sigma_exp: Literal["fixed", "linear", "learnable"] = "fixed"
     """How the exploration std of the last step evolves: fixed, linearly annealed, or learned."""
     sigma_exp_start: float = 0.1
@@ -506,6 +511,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(d.sigma_exp_lr == 0 or d.sigma_exp == "learnable",
          f"diffusion.sigma_exp_lr applies to a learnable exploration std only (diffusion.sigma_exp is '{d.sigma_exp}')")
     need(d.min_chain_std >= 0, f"diffusion.min_chain_std must be >= 0 (got {d.min_chain_std})")
+    need(d.chain_noise_scale >= 0, f"diffusion.chain_noise_scale must be >= 0 (got {d.chain_noise_scale})")
     need(d.logit_scale > 0, f"diffusion.logit_scale must be positive (got {d.logit_scale})")
     need(d.denoised_clip >= 0, f"diffusion.denoised_clip must be >= 0 (got {d.denoised_clip})")
     n_chain = d.ddim_steps if d.sampler == "ddim" else d.denoising_steps

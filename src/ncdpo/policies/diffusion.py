@@ -141,9 +141,12 @@ class DiffusionPolicy(nn.Module):
 
     # ---------------------------------------------------------------- the NCDPO decomposition
     def sample_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Noise-sampling phase: ``xi`` of shape (batch, n_chain, horizon, act_dim)."""
+        """Noise-sampling phase: ``xi`` of shape (batch, n_chain, horizon, act_dim), times
+        ``cfg.chain_noise_scale`` (1 unless the noise-conditioning ablation is asked for)."""
         dev = self.c_a.device
-        return torch.randn(batch, self.n_chain, self.horizon, self.act_dim, generator=generator, device=dev)
+        xi = torch.randn(batch, self.n_chain, self.horizon, self.act_dim, generator=generator, device=dev)
+        scale = self.cfg.chain_noise_scale
+        return xi if scale == 1.0 else xi * scale
 
     def _step(self, x: torch.Tensor, obs: torch.Tensor, j: int | torch.Tensor, denoiser: nn.Module | None = None) -> torch.Tensor:
         """Mean of chain step ``j`` given the flattened latent ``x`` (B, H*A).
