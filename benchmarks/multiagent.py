@@ -46,6 +46,11 @@ VARIANTS = {
     # the chain noise, instead of a noise-picked random action per draw (RESULTS section 7)
     "ncdpo-x0": ("ncdpo", ["--diffusion.denoising-steps", "5", "--diffusion.hidden-dim", "128", "--ppo.actor-lr", "3e-4",
                            "--diffusion.prediction", "x0"]),
+    # x0, and the denoiser initialised like the MLP baselines: orthogonal (gain sqrt 2), output layer scaled to 0.01
+    # (simple_spread tuning, benchmarks/results/multiagent_tuning/README.md)
+    "ncdpo-x0-orth": ("ncdpo", ["--diffusion.denoising-steps", "5", "--diffusion.hidden-dim", "128", "--ppo.actor-lr",
+                                "3e-4", "--diffusion.prediction", "x0", "--diffusion.init", "orthogonal",
+                                "--diffusion.out-init-scale", "0.01"]),
 }
 
 

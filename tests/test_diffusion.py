@@ -242,3 +242,25 @@ def test_chain_noise_scale_zero_fixes_the_discrete_policys_logits():
     assert torch.equal(lg[0], lg[1])
     lg = [noisy.act(obs, generator=torch.Generator().manual_seed(s))[3] for s in (1, 2)]
     assert not torch.allclose(lg[0], lg[1])
+
+
+def test_out_init_scale_shrinks_the_denoisers_initial_output():
+    """``out_init_scale`` multiplies the output layer's initial weights (same random draw) and zeros its bias;
+    1 leaves PyTorch's default initialisation bit-for-bit."""
+    ref, same, small = make_policy(), make_policy(out_init_scale=1.0), make_policy(out_init_scale=0.01)
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), same.state_dict().values()))
+    assert torch.allclose(small.denoiser.out.weight, 0.01 * ref.denoiser.out.weight)
+    assert torch.count_nonzero(small.denoiser.out.bias) == 0
+    assert torch.equal(small.denoiser.inp.weight, ref.denoiser.inp.weight)
+    x, t, obs = torch.randn(64, 12), torch.randint(0, 8, (64,)), torch.randn(64, 5)
+    assert small.denoiser(x, t, obs).abs().max() < 0.05 * ref.denoiser(x, t, obs).abs().max()
+
+
+def test_orthogonal_init_of_the_denoiser():
+    pol = make_policy(init="orthogonal")
+    lin = [m for m in pol.denoiser.modules() if isinstance(m, torch.nn.Linear)]
+    for m in lin:
+        w = m.weight if m.weight.shape[0] >= m.weight.shape[1] else m.weight.T
+        gain = 1.0 if m is pol.denoiser.out else math.sqrt(2)
+        assert torch.allclose(w.T @ w, gain**2 * torch.eye(w.shape[1]), atol=1e-4)
+        assert torch.count_nonzero(m.bias) == 0

@@ -4,6 +4,7 @@ per-task tables, on tiny runs."""
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -100,14 +101,28 @@ def test_noise_entropy_separates_chain_noise_from_the_categorical_draw(tmp_path,
             "--diffusion.hidden-dim", "32", "--gaussian.hidden-dims", "16", "--out-dir", str(tmp_path), "--progress",
             "false", "--tensorboard", "false", "--torch-threads", "1"]
     for name, extra in {"mlp": ["--algo", "ppo"], "eps": ["--algo", "ncdpo"],
-                        "x0": ["--algo", "ncdpo", "--diffusion.prediction", "x0"]}.items():
+                        "x0": ["--algo", "ncdpo", "--diffusion.prediction", "x0"],
+                        "xi0": ["--algo", "ncdpo", "--diffusion.chain-noise-scale", "0", "--diffusion.init", "orthogonal",
+                                "--diffusion.out-init-scale", "0.01"]}.items():
         assert main([*base, *extra, "--run-name", name]) == 0
     out = tmp_path / "h.csv"
-    assert noise_entropy.main([str(tmp_path / n) for n in ("mlp", "eps", "x0")] +
+    assert noise_entropy.main([str(tmp_path / n) for n in ("mlp", "eps", "x0", "xi0")] +
                               ["--states", "60", "--noises", "16", "--n-envs", "2", "--csv", str(out)]) == 0
     with open(out) as f:
         rows = {Path(r["run"]).name: {k: float(v) for k, v in r.items() if k not in ("run",)} for r in csv.DictReader(f)}
     assert rows["mlp"]["per_noise_entropy"] == rows["mlp"]["marginal_entropy"] and rows["mlp"]["argmax_agree"] == 1.0
     assert rows["eps"]["marginal_entropy"] > rows["eps"]["per_noise_entropy"] + 0.3 and rows["eps"]["argmax_agree"] < 0.8
     assert rows["x0"]["argmax_agree"] > rows["eps"]["argmax_agree"]
+    # the saved run keeps chain_noise_scale 0: its chain ignores the noise, like the MLP
+    assert rows["xi0"]["per_noise_entropy"] == pytest.approx(rows["xi0"]["marginal_entropy"], abs=1e-6)
+    assert rows["xi0"]["argmax_agree"] == 1.0
     assert all(r["states"] == 60 for r in rows.values())
+
+    import eval_fixed_noise  # the same ablation applied to a saved run at evaluation time
+
+    res = tmp_path / "fixed.json"
+    assert eval_fixed_noise.main([str(tmp_path / "eps"), "--scale", "0", "--episodes", "2", "--n-envs", "2",
+                                  "--json", str(res)]) == 0
+    assert json.loads(res.read_text())["chain_noise_scale"] == 0.0
+    with pytest.raises(SystemExit):
+        eval_fixed_noise.main([str(tmp_path / "mlp"), "--episodes", "1"])

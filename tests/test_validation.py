@@ -85,6 +85,7 @@ BAD_INPUTS = [
     (T + ["--diffusion.sigma-exp", "learnable", "--diffusion.sigma-exp-lr", "-1"], "sigma_exp_lr must be >= 0"),
     (T + ["--diffusion.sigma-exp-scale", "1", "0"], "sigma_exp_scale entries must be positive"),
     (T + ["--diffusion.chain-noise-scale", "-1"], "chain_noise_scale must be >= 0"),
+    (T + ["--diffusion.out-init-scale", "-0.1"], "out_init_scale must be >= 0"),
     (T + ["--diffusion.sigma-exp", "learnable", "--diffusion.sigma-exp-scale", "1", "20"],
      "sigma_exp_start * sigma_exp_scale must lie in"),
     (T + ["--algo", "dppo", "--diffusion.denoising-steps", "5", "--dppo.ft-denoising-steps", "6"], "dppo.ft_denoising_steps"),

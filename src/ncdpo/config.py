@@ -113,6 +113,13 @@ class DiffusionConfig:
     """Size of the sinusoidal denoising-step embedding."""
     activation: Literal["silu", "relu", "mish", "tanh"] = "silu"
     """Activation of the denoiser."""
+    init: Literal["default", "orthogonal"] = "default"
+    """Initialisation of the denoiser's linear layers: PyTorch's default, or orthogonal with gain sqrt(2) and zero
+    biases (the MLP baselines', CleanRL/SB3 style; the output layer gain 1). Only matters for training from scratch."""
+    out_init_scale: float = 1.0
+    """Multiplier on the initial weights of the denoiser's output layer, whose bias then starts at zero (1: PyTorch's
+    default initialisation, unchanged). Small values (0.01, like the MLP baselines' orthogonal gain) start a
+    policy trained from scratch with near-zero outputs; it has no effect on a policy loaded from a checkpoint."""
     prediction: Literal["epsilon", "x0"] = "epsilon"
     """What the denoiser predicts: the noise (epsilon, METHOD.md and DPPO's default) or the clean action x0
     (DPPO's ``predict_epsilon: False``). Same chain, same NCDPO gradient; x0 prediction starts a randomly
@@ -511,6 +518,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(d.sigma_exp_lr == 0 or d.sigma_exp == "learnable",
          f"diffusion.sigma_exp_lr applies to a learnable exploration std only (diffusion.sigma_exp is '{d.sigma_exp}')")
     need(d.min_chain_std >= 0, f"diffusion.min_chain_std must be >= 0 (got {d.min_chain_std})")
+    need(d.out_init_scale >= 0, f"diffusion.out_init_scale must be >= 0 (got {d.out_init_scale})")
     need(d.chain_noise_scale >= 0, f"diffusion.chain_noise_scale must be >= 0 (got {d.chain_noise_scale})")
     need(d.logit_scale > 0, f"diffusion.logit_scale must be positive (got {d.logit_scale})")
     need(d.denoised_clip >= 0, f"diffusion.denoised_clip must be >= 0 (got {d.denoised_clip})")

@@ -72,6 +72,16 @@ class Denoiser(nn.Module):
         self.blocks = nn.Sequential(*[ResidualBlock(cfg.hidden_dim, cfg.activation) for _ in range(cfg.num_blocks)])
         self.out_act = act()
         self.out = nn.Linear(cfg.hidden_dim, x_dim)
+        if cfg.init == "orthogonal":
+            with torch.no_grad():
+                for m in self.modules():
+                    if isinstance(m, nn.Linear):
+                        nn.init.orthogonal_(m.weight, gain=1.0 if m is self.out else math.sqrt(2))
+                        nn.init.zeros_(m.bias)
+        if cfg.out_init_scale != 1.0:
+            with torch.no_grad():
+                self.out.weight.mul_(cfg.out_init_scale)
+                self.out.bias.zero_()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """``x``: (B, x_dim) flattened chunk; ``t``: (B,) integer timesteps; ``obs``: (B, obs_dim)."""
