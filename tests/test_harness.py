@@ -118,11 +118,10 @@ def test_noise_entropy_separates_chain_noise_from_the_categorical_draw(tmp_path,
     assert rows["xi0"]["argmax_agree"] == 1.0
     assert all(r["states"] == 60 for r in rows.values())
 
-    import eval_fixed_noise  # the same ablation applied to a saved run at evaluation time
-
+    # the same ablation at evaluation time: `ncdpo eval --chain-noise-scale 0` on a run trained with noise
     res = tmp_path / "fixed.json"
-    assert eval_fixed_noise.main([str(tmp_path / "eps"), "--scale", "0", "--episodes", "2", "--n-envs", "2",
-                                  "--json", str(res)]) == 0
+    assert main(["eval", str(tmp_path / "eps"), "--chain-noise-scale", "0", "--episodes", "2", "--n-envs", "2",
+                 "--json", str(res)]) == 0
     assert json.loads(res.read_text())["chain_noise_scale"] == 0.0
-    with pytest.raises(SystemExit):
-        eval_fixed_noise.main([str(tmp_path / "mlp"), "--episodes", "1"])
+    assert main(["eval", str(tmp_path / "mlp"), "--chain-noise-scale", "0", "--episodes", "1"]) == 2
+    assert "applies to NCDPO checkpoints only" in capsys.readouterr().err

@@ -106,6 +106,9 @@ def build_parser() -> _Parser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs and noise (default: 0)")
     ev.add_argument("--n-envs", type=int, default=16, help="envs stepped side by side (default: 16)")
     ev.add_argument("--device", default="cpu", help="device (default: cpu)")
+    ev.add_argument("--chain-noise-scale", type=float, default=None, metavar="S",
+                    help="NCDPO only: multiply the chain noise by S (0: the noise-free path of the chain); "
+                         "default: as the checkpoint was trained")
     ev.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
 
@@ -299,6 +302,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise NcdpoError(f"--episodes must be >= 1 (got {args.episodes})")
     agent, obs_norm, ck = load_agent(args.path, args.device)
     cfg = ck.config
+    if args.chain_noise_scale is not None:
+        if cfg.algo != "ncdpo":
+            raise NcdpoError(f"--chain-noise-scale applies to NCDPO checkpoints only ({ck.path} holds a {cfg.algo} policy)")
+        if not args.chain_noise_scale >= 0:
+            raise NcdpoError(f"--chain-noise-scale must be >= 0 (got {args.chain_noise_scale})")
+        cfg.diffusion.chain_noise_scale = args.chain_noise_scale
+        agent.policy.cfg.chain_noise_scale = args.chain_noise_scale
     deterministic = not args.sampled
     if args.n_envs < 1:
         raise NcdpoError(f"--n-envs must be >= 1 (got {args.n_envs})")
@@ -309,12 +319,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"{cfg.env.id} {cfg.algo} ({ck.path}, {ck.meta.get('env_steps', '?')} env steps): "
         f"return {res['return_mean']:.1f} ± {res['return_std']:.1f} over {args.episodes} episodes ({mode}), "
         f"mean length {res['length_mean']:.0f}"
+        + (f", chain noise x {args.chain_noise_scale:g}" if args.chain_noise_scale is not None else "")
         + (f", success rate {res['success_rate']:.2f}" if res["success_rate"] == res["success_rate"] else "")
     )
     if args.json:
         clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in res.items()}
         clean["successes"] = [None if x != x else x for x in res["successes"]]
-        payload = {"checkpoint": str(ck.path), "env_id": cfg.env.id, "algo": cfg.algo, "mode": mode, **clean}
+        payload = {"checkpoint": str(ck.path), "env_id": cfg.env.id, "algo": cfg.algo, "mode": mode,
+                   "chain_noise_scale": cfg.diffusion.chain_noise_scale if cfg.algo == "ncdpo" else None, **clean}
         atomic_write_bytes(args.json, json.dumps(payload, indent=2).encode())
     return 0
 
