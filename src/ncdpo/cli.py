@@ -307,8 +307,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise NcdpoError(f"--chain-noise-scale applies to NCDPO checkpoints only ({ck.path} holds a {cfg.algo} policy)")
         if not args.chain_noise_scale >= 0:
             raise NcdpoError(f"--chain-noise-scale must be >= 0 (got {args.chain_noise_scale})")
-        cfg.diffusion.chain_noise_scale = args.chain_noise_scale
-        agent.policy.cfg.chain_noise_scale = args.chain_noise_scale
+        agent.policy.cfg.chain_noise_scale = args.chain_noise_scale  # the policy's config is cfg.diffusion
     deterministic = not args.sampled
     if args.n_envs < 1:
         raise NcdpoError(f"--n-envs must be >= 1 (got {args.n_envs})")
