@@ -85,14 +85,14 @@ def build_parser() -> _Parser:
     co.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     co.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
 
-    de = sub.add_parser("demos", help="record scripted demonstrations of a manipulation task (lift, can, square) into a dataset file")
-    de.add_argument("task", metavar="TASK", help="lift, can or square (or a -dense variant)")
+    de = sub.add_parser("demos", help="record scripted demonstrations of a manipulation task (lift, can, square, transport) into a dataset file")
+    de.add_argument("task", metavar="TASK", help="lift, can, square or transport (or a -dense variant)")
     de.add_argument("--out", required=True, metavar="FILE", help="dataset file to write (.hdf5)")
     de.add_argument("--episodes", type=int, default=100, help="number of episodes, successful or not (default: 100)")
     de.add_argument("--noise", type=float, default=0.1, help="std of the operator's action noise, scaled by skill (default: 0.1)")
     de.add_argument("--offset", type=float, default=0.01, help="std in metres of the operator's grasp error, scaled by skill (default: 0.01)")
     de.add_argument("--mistake", type=float, default=0.2, help="probability of a mistake (closing above the object; on Can "
-                    "also dropping it half way), scaled by skill (default: 0.2)")
+                    "and transport also dropping it half way), scaled by skill (default: 0.2)")
     de.add_argument("--skill", default="", help="one operator for all episodes: better, okay or worse (default: drawn per episode)")
     de.add_argument("--seed", type=int, default=0, help="reset seed of the first episode; episode i uses seed + i (default: 0)")
     de.add_argument("--workers", type=int, default=1, help="processes (default: 1); the data do not depend on it")
