@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 
 def main() -> None:
-    from ncdpo.algos.core import load_agent
+    from ncdpo.algos import load_agent
     from ncdpo.data.dataset import load_dataset
     from ncdpo.shipped import asset_dir
 

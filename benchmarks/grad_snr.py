@@ -21,7 +21,6 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def main() -> None:
-    import ncdpo.algos.core as core
     from ncdpo.cli import build_parser, resolve_train_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,10 +40,12 @@ def main() -> None:
     args, extra = build_parser().parse_known_args(argv)
     cfg = resolve_train_config(args, extra)
     cfg.total_env_steps = cfg.env.n_envs * cfg.ppo.n_steps * cfg.act_steps * (a.warmup + 1) - 100
-    orig, calls = core.ppo_update, []
+    from ncdpo.training.trainer import Trainer
 
-    def probe(agent, opt, buf, adv, returns, cfg, train_actor=True):
-        out = orig(agent, opt, buf, adv, returns, cfg, train_actor)
+    calls = []
+
+    def probe(trainer, buf, adv, out):
+        agent = trainer.agent
         calls.append(1)
         if len(calls) == a.warmup + 1:
             B = buf.T * buf.N
@@ -58,17 +59,15 @@ def main() -> None:
                 g = torch.zeros(sum(p.numel() for p in params))
                 for i in range(0, len(half), 512):
                     idx = half[i : i + 512]
-                    lp, _ = agent.evaluate(obs[idx], {k: v[idx] for k, v in store.items()})
+                    lp, _ = agent.log_prob_entropy(obs[idx], {k: v[idx] for k, v in store.items()})
                     gs = torch.autograd.grad(-(lp * adv_n[idx]).sum() / len(half), params, allow_unused=True)
                     g += torch.cat([x.flatten() if x is not None else torch.zeros(p.numel()) for x, p in zip(gs, params)])
                 grads.append(g)
             cos = float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0))
             print(f"init={a.init} condition_on_mean={a.condition_on_mean} sigma={a.sigma} decisions per half={B // 2} "
                   f"critic EV={out['losses/explained_variance']:.3f} cosine(half gradients)={cos:.3f}", flush=True)
-        return out
 
-    core.ppo_update = probe
-    core.Trainer(cfg).run()
+    Trainer(cfg, after_update=probe).run()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from ncdpo.algos.core import load_agent  # noqa: E402
+from ncdpo.algos import load_agent  # noqa: E402
 from ncdpo.envs.registry import action_mask, make_vec_env  # noqa: E402
 from ncdpo.policies.categorical import categorical_entropy  # noqa: E402
 

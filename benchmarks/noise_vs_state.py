@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import torch
 
-from ncdpo.algos.core import load_agent
+from ncdpo.algos import load_agent
 from ncdpo.envs.registry import make_vec_env
 
 

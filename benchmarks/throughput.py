@@ -53,7 +53,7 @@ def raw_env_sps(env_id: str, n_envs: int, act_steps: int, decisions: int) -> flo
 
 def train_sps(env_id: str, horizon: int, act_steps: int, iters: int, extra: list[str], algo: str = "ncdpo") -> tuple[float, float, float]:
     """(env steps/s, rollout s/iter, update s/iter) of a short training run, first iteration excluded."""
-    from ncdpo.algos.core import train
+    from ncdpo.training.trainer import train
     from ncdpo.cli import build_parser, resolve_train_config
 
     with tempfile.TemporaryDirectory() as d:
@@ -75,7 +75,9 @@ MEM_CHILD = r"""
 import json, resource, sys, time, torch
 from ncdpo.config import TrainConfig
 from ncdpo.algos import make_agent
-from ncdpo.algos.core import RolloutBuffer, ppo_update, compute_gae
+from ncdpo.algos.buffer import RolloutBuffer
+from ncdpo.algos.losses import compute_gae
+from ncdpo.algos.update import ppo_update
 K, ckpt = int(sys.argv[1]), sys.argv[2] == "1"
 torch.manual_seed(0)
 cfg = TrainConfig()

@@ -36,7 +36,7 @@ def main() -> None:
 
     import torch
 
-    from ncdpo.algos.core import load_agent
+    from ncdpo.algos import load_agent
     from ncdpo.checkpoint import atomic_write_text
     from ncdpo.envs.registry import make_vec_env
 

@@ -5,7 +5,7 @@ For each task this runs, with ncdpo's own commands (each step is skipped when it
 script resumes after an interruption):
 
 1. ``ncdpo demos TASK --episodes N`` -> ``demos.hdf5``: scripted demonstrations with skill-scaled noise
-   (``ncdpo.data.demonstrators``), successful and failed episodes alike.
+   (``ncdpo.envs.demonstrators``), successful and failed episodes alike.
 2. ``ncdpo pretrain`` of a K=10 diffusion policy (horizon 4, 4 actions executed per decision) on them.
 3. ``ncdpo eval`` of the behaviour-cloned policy: ``--eval-episodes`` episodes, deterministic and sampled.
 

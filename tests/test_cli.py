@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ncdpo.algos.core import Trainer, load_agent
+from ncdpo.algos import load_agent
+from ncdpo.training.trainer import Trainer
 from ncdpo.cli import build_parser, main, resolve_train_config
 from ncdpo.checkpoint import load_checkpoint
 
@@ -183,16 +184,12 @@ def test_every_config_field_has_a_docstring():
 
 def test_noise_conditioned_critic_sees_the_rollout_chain_mean(tmp_path, tiny_args):
     """critic.condition_on_mean: V(s, m_old(s, xi)) from the stored mean; the PPO invariants still hold."""
-    import ncdpo.algos.core as core
-
     argv = tiny_args("ncdpo", steps=384, name="cond", extra=["--critic.condition-on-mean", "true"])
     cfg = cfg_from(argv)
-    tr = Trainer(cfg)
-    assert tr.agent.critic.net[0].in_features == 11 + cfg.act_steps * 3
     seen = {}
-    orig = core.ppo_update
 
-    def spy(agent, opt, buf, adv, returns, cfg, train_actor=True):
+    def spy(trainer, buf):
+        agent = trainer.agent
         if not seen:
             obs, store = buf.obs[0], {k: v[0] for k, v in buf.store.items()}
             with torch.no_grad():
@@ -202,13 +199,10 @@ def test_noise_conditioned_critic_sees_the_rollout_chain_mean(tmp_path, tiny_arg
                 # the value depends on the chain mean, not only on the observation
                 shifted = {**store, "mean": store["mean"] + 0.5}
                 seen["depends"] = float((agent.value(obs, shifted) - buf.values[0]).abs().max())
-        return orig(agent, opt, buf, adv, returns, cfg, train_actor)
 
-    core.ppo_update = spy
-    try:
-        tr.run()
-    finally:
-        core.ppo_update = orig
+    tr = Trainer(cfg, before_update=spy)
+    assert tr.agent.critic.net[0].in_features == 11 + cfg.act_steps * 3
+    tr.run()
     assert seen["mean"] < 1e-6 and seen["value"] < 1e-6 and seen["depends"] > 1e-4
     for row in rows(tmp_path / "cond"):
         assert float(row["losses/first_minibatch_ratio_dev"]) < 1e-5

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ncdpo.algos.core import Trainer, load_agent
+from ncdpo.algos import load_agent
+from ncdpo.training.trainer import Trainer
 from ncdpo.cli import build_parser, main, resolve_train_config
 from ncdpo.config import DiffusionConfig
 from ncdpo.data.dataset import Dataset, Episode, load_dataset, make_chunks

@@ -102,19 +102,19 @@ def test_gradient_reaches_every_denoising_step(sampler, ckpt, prediction):
     full = [p.grad.clone() for p in pol.denoiser.parameters()]
     for j in range(pol.n_chain):
         pol.zero_grad()
-        orig = pol._step
+        orig = pol.step_mean
 
         def cut(x, o, jj, _j=j, _orig=orig):
             out = _orig(x, o, jj)
             return out.detach() if jj == _j else out
 
-        pol._step = cut
+        pol.step_mean = cut
         try:
             m2 = pol.chain_mean(obs, noise.detach())
             if m2.requires_grad:  # cutting the last step leaves nothing to differentiate
                 gaussian_log_prob(a, m2[:, :2], pol.sigma_exp()).mean().backward()
         finally:
-            del pol._step
+            del pol.step_mean
         changed = any(not torch.allclose(g, p.grad if p.grad is not None else torch.zeros_like(g)) for g, p in zip(full, pol.denoiser.parameters()))
         assert changed, f"denoising step {j} contributes no gradient to the denoiser"
 

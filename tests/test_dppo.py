@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ncdpo.algos.core import Trainer, load_agent
+from ncdpo.algos import load_agent
+from ncdpo.training.trainer import Trainer
+from ncdpo.algos.buffer import Batch
 from ncdpo.algos.dppo import DPPOAgent
 from ncdpo.cli import build_parser, main, resolve_train_config
 from ncdpo.config import TrainConfig, apply_overrides
@@ -36,9 +38,10 @@ def test_stored_step_log_probs_are_recomputed_exactly_and_only_fine_tuned_steps_
     assert float(out.action.abs().max()) <= 1.0
     seen_t = []
     hook = agent.policy.denoiser.register_forward_hook(lambda m, inp, o: seen_t.append(inp[1].clone()))
-    o, lp, adv, ret, val, samples = agent.training_samples(obs, out.log_prob, torch.ones(8), torch.ones(8), torch.ones(8), out.store)
+    b = agent.training_samples(Batch(obs, out.log_prob, torch.ones(8), torch.ones(8), torch.ones(8), out.store))
+    o, lp, adv, ret, val, samples = b.obs, b.log_prob, b.advantages, b.returns, b.values, b.store
     assert o.shape[0] == 24 and samples["k"].tolist()[:6] == [0, 1, 2, 0, 1, 2]
-    new_lp, _ = agent.evaluate(o, samples)
+    new_lp, _ = agent.log_prob_entropy(o, samples)
     hook.remove()
     torch.testing.assert_close(new_lp, lp, rtol=0, atol=1e-5)  # ratio == 1 before any update
     # the fine-tuned denoiser is only ever asked about the last K' = 3 chain steps (t = 2, 1, 0 of K = 6)

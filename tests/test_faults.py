@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import ncdpo.algos.core as core
+import ncdpo.algos.losses as losses
 from ncdpo.checkpoint import load_checkpoint
 from ncdpo.cli import main
 
@@ -57,14 +57,14 @@ def saved_checkpoints_are_good(run):
 
 def test_nan_loss_stops_with_the_iteration_and_quantity(tmp_path, capsys, monkeypatch):
     calls = {"n": 0}
-    orig = core.value_loss
+    orig = losses.value_loss
 
     def poisoned(*a, **k):
         calls["n"] += 1
         v = orig(*a, **k)
         return v * math.nan if calls["n"] == 25 else v  # 8 minibatches per update: in iteration 4
 
-    monkeypatch.setattr(core, "value_loss", poisoned)
+    monkeypatch.setattr(losses, "value_loss", poisoned)
     assert main(args(tmp_path, "nan")) == 2
     err = one_line(capsys)
     assert "iteration 4: non-finite value loss" in err and "the update was not applied" in err, err

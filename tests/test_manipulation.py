@@ -61,7 +61,7 @@ def test_reset_seed_fixes_the_scene(lift):
 
 
 def test_success_terminates_the_episode_and_is_reported(lift):
-    from ncdpo.data.demonstrators import Demonstrator
+    from ncdpo.envs.demonstrators import Demonstrator
 
     lift.reset(seed=0)
     demo = Demonstrator(lift, np.random.default_rng(0), noise=0.0, offset=0.0, mistake=0.0)
@@ -93,7 +93,7 @@ def test_time_limit_truncates_without_success():
 
 
 def test_dense_reward_pays_for_finishing_early():
-    from ncdpo.data.demonstrators import run_episode
+    from ncdpo.envs.demonstrators import run_episode
     from ncdpo.envs.manipulation import RobosuiteEnv
 
     env = RobosuiteEnv("lift", reward="dense")
@@ -110,7 +110,7 @@ def test_dense_reward_pays_for_finishing_early():
 
 @pytest.mark.parametrize("task,seed", [("lift", 1), ("can", 3), ("square", 4)])
 def test_clean_demonstrator_succeeds_on_a_fixed_seed(task, seed):
-    from ncdpo.data.demonstrators import run_episode
+    from ncdpo.envs.demonstrators import run_episode
     from ncdpo.envs.manipulation import RobosuiteEnv
 
     env = RobosuiteEnv(task)
@@ -124,7 +124,7 @@ def test_clean_demonstrator_succeeds_on_a_fixed_seed(task, seed):
 def test_transport_demonstrator_hands_the_hammer_over_on_a_fixed_seed():
     """Both arms' scripts run to the end: lid off, trash into the trash bin, hammer handed over and dropped
     into the target bin; success ends the episode well before the 800-step limit."""
-    from ncdpo.data.demonstrators import Demonstrator, run_episode
+    from ncdpo.envs.demonstrators import Demonstrator, run_episode
     from ncdpo.envs.manipulation import RobosuiteEnv
 
     env = RobosuiteEnv("transport")
@@ -142,7 +142,7 @@ def test_transport_demonstrator_hands_the_hammer_over_on_a_fixed_seed():
 
 
 def test_a_demonstrator_mistake_fails_the_episode(lift):
-    from ncdpo.data.demonstrators import run_episode
+    from ncdpo.envs.demonstrators import run_episode
 
     ep = run_episode(lift, seed=1, noise=0.0, offset=0.0, mistake=1.0)  # closes the gripper above the cube
     assert ep["slip"] == "early" and not ep["success"] and not ep["terminated"]
@@ -151,7 +151,7 @@ def test_a_demonstrator_mistake_fails_the_episode(lift):
 
 def test_demonstration_dataset_shapes_and_round_trip(tmp_path):
     from ncdpo.data.dataset import load_dataset
-    from ncdpo.data.demonstrators import collect_demos
+    from ncdpo.envs.demonstrators import collect_demos
 
     ds = collect_demos("lift", episodes=3, noise=0.1, offset=0.01, seed=5)
     path = ds.save(tmp_path / "lift.hdf5")

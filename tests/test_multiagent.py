@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ncdpo.algos import make_agent
-from ncdpo.algos.core import load_agent
+from ncdpo.algos import load_agent
 from ncdpo.cli import main
 from ncdpo.config import DiffusionConfig, GaussianConfig, TrainConfig
 from ncdpo.envs import registry

@@ -1,6 +1,6 @@
 import torch
 
-from ncdpo.algos.core import clipped_policy_loss, compute_gae, value_loss
+from ncdpo.algos.losses import clipped_policy_loss, compute_gae, value_loss
 
 
 def test_gae_against_hand_computed_case():

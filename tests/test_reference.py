@@ -61,7 +61,7 @@ def test_run_reproduces_the_reference(name, tmp_path):
 
 
 def test_shipped_checkpoints_give_the_reference_actions():
-    from ncdpo.algos.core import load_agent
+    from ncdpo.algos import load_agent
 
     ref = json.loads((REF / "shipped_actions.json").read_text())
     assert ref

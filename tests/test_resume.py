@@ -168,7 +168,7 @@ def test_pretrain_sigkill_then_resume_is_bitwise_identical(tmp_path):
 
 
 def test_exported_policy_loads_identically_but_cannot_be_resumed(tmp_path, reference, capsys):
-    from ncdpo.algos.core import load_agent
+    from ncdpo.algos import load_agent
     from ncdpo.checkpoint import export_policy
 
     src = reference["ncdpo"] / "checkpoints" / "final.safetensors"

@@ -72,7 +72,7 @@ class Constant:
 
 
 def test_success_is_read_from_the_final_step_and_truncation_is_failure():
-    from ncdpo.algos.core import evaluate
+    from ncdpo.training.evaluation import evaluate
     from ncdpo.policies.common import ObsNormalizer
 
     norm = ObsNormalizer(2, enabled=False)

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ncdpo.config import TrainConfig, apply_overrides, flat_fields, load_config_file, validate
+from ncdpo.config import TrainConfig, flat_fields, validate
 from ncdpo.errors import NcdpoError
+from ncdpo.training.resolve import PRETRAIN_RESUME_OVERRIDABLE, RESUME_OVERRIDABLE, resolve_config, resume_overrides
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,49 +133,9 @@ def build_parser() -> _Parser:
     return parser
 
 
-# Fields that may change when a run is resumed: they do not alter what the run has computed so far.
-RESUME_OVERRIDABLE = ("total_env_steps", "progress", "eval_every", "eval_episodes", "save_every", "keep_checkpoints",
-                      "tensorboard", "torch_threads")
-PRETRAIN_RESUME_OVERRIDABLE = ("pretrain.steps", "progress", "eval_every", "eval_episodes", "save_every",
-                               "keep_checkpoints", "tensorboard", "torch_threads")
-
-# Fields a run started with ``--init CHECKPOINT`` takes from the checkpoint (the policy's architecture, its
-# task and its observation normalisation) unless the config file or the command line sets them.
-INHERITED_FIELDS = (
-    "algo", "env.id", "horizon", "act_steps", "env.norm_obs", "env.clip_obs",
-    "diffusion.denoising_steps", "diffusion.sampler", "diffusion.ddim_steps", "diffusion.ddim_eta",
-    "diffusion.hidden_dim", "diffusion.num_blocks", "diffusion.time_dim", "diffusion.activation",
-    "diffusion.denoised_clip", "diffusion.clip_last_step", "diffusion.prediction", "diffusion.logit_scale",
-    "gaussian.hidden_dims", "gaussian.activation", "critic.hidden_dims", "critic.activation", "critic.condition_on_mean",
-)
-
-
-def init_values(path: str) -> dict[str, Any]:
-    """Config values inherited from an ``--init`` checkpoint (empty without one).
-
-    A behaviour-cloned checkpoint also freezes the observation statistics (they are the dataset's), so
-    ``env.update_obs_norm`` defaults to false when fine-tuning it.
-    """
-    if not path:
-        return {}
-    from ncdpo.checkpoint import load_checkpoint
-    from ncdpo.config import to_dict, flatten_nested
-
-    ck = load_checkpoint(path)
-    flat = flatten_nested(to_dict(ck.config))
-    out = {k: flat[k] for k in INHERITED_FIELDS}
-    if ck.meta.get("kind") == "pretrain":
-        out["env.update_obs_norm"] = False
-    return out
-
-
-def resolve_train_config(
-    args: argparse.Namespace, extra: Sequence[str] = (), command: str = "train", default_env: str | None = None
-) -> TrainConfig:
-    """Defaults, the task preset, an ``--init`` checkpoint's architecture, ``--config``, then the command line."""
-    default_env = default_env or TrainConfig().env.id
-    from ncdpo.envs.registry import task_preset
-
+def resolve_train_config(args: argparse.Namespace, extra: Sequence[str] = (), command: str = "train") -> TrainConfig:
+    """The config of a new ``train`` / ``pretrain`` run from parsed arguments (see
+    :func:`ncdpo.training.resolve.resolve_config`); an unknown option is a one-line error with a suggestion."""
     if extra:
         unknown = extra[0]
         opts = [_option(k) for k in flat_fields()]
@@ -182,20 +143,12 @@ def resolve_train_config(
         hint = f"; did you mean {close[0]}?" if close else ""
         raise NcdpoError(f"unknown option {unknown} for ncdpo {command}{hint}")
     cli = {k: v for k, v in vars(args).items() if "." in k or k in flat_fields()}
-    file_values = load_config_file(args.config) if args.config else {}
-    inherited = init_values(str(cli.get("init", file_values.get("init", ""))))
-    env_id = cli.get("env.id", file_values.get("env.id", inherited.get("env.id", default_env)))
-    cfg = apply_overrides(TrainConfig(), task_preset(str(env_id)), source="task preset")
-    cfg = apply_overrides(cfg, inherited, source="--init checkpoint")
-    cfg = apply_overrides(cfg, {"env.id": env_id}, source="env")
-    cfg = apply_overrides(cfg, file_values, source=f"config file {args.config}")
-    cfg = apply_overrides(cfg, cli, source="command line")
-    return validate(cfg)
+    return resolve_config(cli, args.config, command)
 
 
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from ncdpo.algos.core import Trainer
     from ncdpo.config import to_dict
+    from ncdpo.training.trainer import Trainer
 
     if args.resume:
         trainer = Trainer.resume(args.resume, _resume_overrides(args, extra, RESUME_OVERRIDABLE))
@@ -222,27 +175,16 @@ def _resume_overrides(args: argparse.Namespace, extra: Sequence[str], allowed: S
     """The config options given with ``--resume`` (only ``allowed`` ones may be)."""
     if extra:
         raise NcdpoError(f"unknown option {extra[0]}")
-    given = {k: v for k, v in vars(args).items() if k in flat_fields()}
-    fixed = [k for k in given if k not in allowed]
-    if fixed or args.config:
-        what = f"--{fixed[0].replace('_', '-')}" if fixed else "--config"
-        raise NcdpoError(f"{what} cannot be changed when resuming (the run keeps its own config); "
-                         f"allowed with --resume: {', '.join('--' + k.replace('_', '-') for k in allowed)}")
-    return given
+    return resume_overrides(vars(args), allowed, args.config)
 
 
 def cmd_pretrain(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from ncdpo.config import to_dict
-    from ncdpo.data.dataset import load_dataset
-    from ncdpo.data.pretrain import pretrain, resume_pretrain
+    from ncdpo.training.bc import pretrain, resume_pretrain
 
     if args.resume:
         return resume_pretrain(args.resume, _resume_overrides(args, extra, PRETRAIN_RESUME_OVERRIDABLE))[1]
-
-    file_values = load_config_file(args.config) if args.config else {}
-    ds_path = vars(args).get("pretrain.dataset", file_values.get("pretrain.dataset", ""))
-    default_env = load_dataset(ds_path).env_id or None if ds_path else None
-    cfg = resolve_train_config(args, extra, command="pretrain", default_env=default_env)
+    cfg = resolve_train_config(args, extra, command="pretrain")
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
@@ -277,7 +219,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_demos(args: argparse.Namespace) -> int:
-    from ncdpo.data.demonstrators import collect_demos
+    from ncdpo.envs.demonstrators import collect_demos
 
     out = _dataset_out(args)
     if args.workers < 1:
@@ -295,8 +237,9 @@ def cmd_demos(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ncdpo.algos.core import evaluate, load_agent
+    from ncdpo.algos import load_agent
     from ncdpo.checkpoint import atomic_write_bytes
+    from ncdpo.training.evaluation import evaluate
 
     if args.episodes < 1:
         raise NcdpoError(f"--episodes must be >= 1 (got {args.episodes})")

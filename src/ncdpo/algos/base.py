@@ -1,21 +1,29 @@
-"""The policy-specific part of an on-policy algorithm.
+"""The policy-specific part of an on-policy algorithm: the agent contract.
 
-The PPO core (:mod:`ncdpo.algos.core`) only ever talks to an :class:`Agent`: it asks it to act, stores what
-the agent returns in the rollout buffer, and later asks it for the log-probabilities of the stored actions
-with gradients. Each algorithm (NCDPO, MLP+PPO, ...) is a small subclass.
+The PPO core (:mod:`ncdpo.algos.update`, :mod:`ncdpo.training.trainer`) only ever talks to an :class:`Agent`:
+it asks it to act, stores what the agent returns in the rollout buffer, turns the rollout into a
+:class:`~ncdpo.algos.buffer.Batch` of PPO samples (:meth:`Agent.training_samples`) and asks for the
+log-probabilities of the stored actions with gradients (:meth:`Agent.log_prob_entropy`). Each algorithm
+(NCDPO, DPPO, MLP+PPO) is a small subclass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from ncdpo.algos.buffer import Batch
+from ncdpo.checkpoint import load_module_state
 from ncdpo.config import TrainConfig
 from ncdpo.envs.spec import EnvSpec
+from ncdpo.errors import NcdpoError
 from ncdpo.policies.common import Critic, ValueNorm
+
+if TYPE_CHECKING:
+    from ncdpo.checkpoint import Checkpoint
 
 
 @dataclass
@@ -26,15 +34,17 @@ class ActOutput:
     """Executed actions: continuous ones normalised to [-1, 1] (before clipping), (B, act_steps, act_dim);
     discrete ones as indices, (B,)."""
     log_prob: torch.Tensor
-    """log pi_old of those actions: (B,)."""
+    """log pi_old of those actions: (B,) (DPPO: (B, K') one per fine-tuned denoising step)."""
     store: dict[str, torch.Tensor]
     """Everything the update needs to recompute the log-probability (e.g. the chain noise), batch-first."""
 
 
 class Agent(nn.Module):
-    """Actor (algorithm-specific) plus critic V(s) (shared)."""
+    """Actor (algorithm-specific) plus critic (shared)."""
 
     algo: str = ""
+    init_algos: tuple[str, ...] = ()
+    """Algorithms whose checkpoints hold a policy this agent can start from with ``--init`` (besides its own)."""
     critic_extra_dim: int = 0
     """Width of the features :meth:`critic_features` appends to the observation (0: the critic is V(s))."""
 
@@ -49,6 +59,7 @@ class Agent(nn.Module):
         self.critic = Critic(critic_in, cfg.critic.hidden_dims, cfg.critic.activation)
         self.value_norm = ValueNorm() if cfg.ppo.norm_value else None
 
+    # ---------------------------------------------------------------- what the actor and critic read
     def actor_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """The part of a row's observation the actor reads (a multi-agent row: local obs and agent id)."""
         return obs if self.spec.actor_dim == obs.shape[-1] else obs[:, : self.spec.actor_dim]
@@ -57,36 +68,42 @@ class Agent(nn.Module):
         """The part the critic reads (a multi-agent row: agent id and global state)."""
         return obs if self.spec.critic_start == 0 else obs[:, self.spec.critic_start :]
 
+    def critic_features(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The critic's input for observations and what :meth:`act` stored for them."""
+        return self.critic_obs(obs)
+
+    # ---------------------------------------------------------------- acting and scoring
     def act(self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None) -> ActOutput:
         """Sample (or take the mean / most likely) executed action for normalised observations; ``mask``
         (B, n_actions) marks the legal discrete actions (ignored for continuous actions)."""
         raise NotImplementedError
 
-    def evaluate(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_entropy(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log pi_theta(stored action), entropy)`` with gradients, for the PPO update."""
         raise NotImplementedError
 
-    def critic_features(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The critic's input for observations and what :meth:`act` stored for them."""
-        return self.critic_obs(obs)
-
-    def value_raw(self, obs: torch.Tensor, store: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """The critic's output: normalised values when ``ppo.norm_value``, else the values themselves."""
+    # ---------------------------------------------------------------- the critic
+    def critic_value(self, obs: torch.Tensor, store: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The critic's output for decisions :meth:`act` took (``store``): standardised values when
+        ``ppo.norm_value`` (the scale the critic learns in), else the values themselves."""
         if self.critic_extra_dim and store is None:
-            store = self.act(obs).store
+            raise ValueError(f"the {self.algo} critic conditions on the decision: pass what act() stored")
         return self.critic(self.critic_features(obs, store or {}))
 
     def value(self, obs: torch.Tensor, store: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Critic value of the decisions ``act`` took (``store``); without a store the agent acts first."""
-        v = self.value_raw(obs, store)
+        """Value of the decisions :meth:`act` took (``store``; not needed by a critic of the state alone)."""
+        v = self.critic_value(obs, store)
         return v if self.value_norm is None else self.value_norm.denormalize(v)
 
-    def training_samples(
-        self, obs: torch.Tensor, log_prob: torch.Tensor, adv: torch.Tensor, returns: torch.Tensor, values: torch.Tensor,
-        store: dict[str, torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def bootstrap_value(self, obs: torch.Tensor) -> torch.Tensor:
+        """Value of observations no decision was taken on yet (the rollout's last observation, a truncated
+        episode's final one): a critic that conditions on the decision takes one first (it draws noise)."""
+        return self.value(obs, self.act(obs).store if self.critic_extra_dim else None)
+
+    # ---------------------------------------------------------------- the PPO samples
+    def training_samples(self, batch: Batch) -> Batch:
         """The PPO samples of a flattened rollout: one per decision here; DPPO makes one per denoising step."""
-        return obs, log_prob, adv, returns, values, store
+        return batch
 
     def advantage_scale(self, store: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Per-sample factor applied to the (normalised) advantages, or None."""
@@ -96,10 +113,9 @@ class Agent(nn.Module):
         """PPO clip range of each sample (a float for all by default)."""
         return clip
 
-    def on_init_loaded(self, ck: Any) -> None:
-        """Called with the :class:`~ncdpo.checkpoint.Checkpoint` after ``--init`` loaded its weights."""
-
+    # ---------------------------------------------------------------- training hooks
     def actor_parameters(self) -> list[nn.Parameter]:
+        """The parameters the actor's learning rate applies to."""
         return [p for n, p in self.named_parameters() if not n.startswith("critic.")]
 
     def set_progress(self, frac: float) -> None:
@@ -108,6 +124,38 @@ class Agent(nn.Module):
     def policy_std(self) -> float:
         """Mean std of the executed-action distribution (logged as charts/policy_std; nan for discrete actions)."""
         raise NotImplementedError
+
+    def load_init(self, ck: Checkpoint, env_id: str) -> None:
+        """Start from the policy (and a trained critic) of an ``--init`` checkpoint made for ``env_id``'s shapes."""
+        algo = ck.meta.get("algo")
+        if algo != self.algo and algo not in self.init_algos:
+            raise NcdpoError(f"--init checkpoint {ck.path} holds a '{algo}' policy, not '{self.algo}'")
+        if (ck.obs_dim, ck.act_dim) != (self.obs_dim, self.act_dim):
+            raise NcdpoError(
+                f"--init checkpoint {ck.path} was made for obs/act dims ({ck.obs_dim}, {ck.act_dim}) "
+                f"but {env_id} has ({self.obs_dim}, {self.act_dim})"
+            )
+        self.check_init(ck)
+        policy_state = ck.prefixed("agent.policy")
+        own = self.policy.state_dict()
+        if "log_sigma_exp" in own and "log_sigma_exp" in policy_state:  # the exploration std comes from this config
+            policy_state["log_sigma_exp"] = own["log_sigma_exp"]
+        load_module_state(self.policy, policy_state, f"checkpoint {ck.path}")
+        critic = ck.prefixed("agent.critic")
+        if critic and ck.meta.get("critic_trained", True):
+            load_module_state(self.critic, critic, f"checkpoint {ck.path} (critic)")
+
+    def check_init(self, ck: Checkpoint) -> None:
+        """Refuse an ``--init`` checkpoint whose tensors fit but mean something else (before any is loaded)."""
+
+
+def check_same_prediction(ck: Checkpoint, prediction: str) -> None:
+    """Diffusion policies: the same tensors predict the noise in one and the clean chunk in the other."""
+    if ck.config.diffusion.prediction != prediction:
+        raise NcdpoError(
+            f"--init checkpoint {ck.path} predicts '{ck.config.diffusion.prediction}' but this run sets "
+            f"diffusion.prediction '{prediction}'; drop the override"
+        )
 
 
 def with_mask(store: dict[str, torch.Tensor], mask: torch.Tensor | None) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """DPPO (Ren et al., ICLR 2025): the denoising chain is itself an MDP, PPO runs over its steps.
 
-METHOD.md section 3. The same :class:`DiffusionPolicy` (and checkpoints) as NCDPO. The last K' chain steps
+docs/METHOD.md section 3. The same :class:`DiffusionPolicy` (and checkpoints) as NCDPO. The last K' chain steps
 are fine-tuned, the earlier ones run a frozen copy of the pre-trained denoiser. When sampling, every step is
 a Gaussian whose std is floored at ``min_sampling_std`` (the exploration), and the buffer stores the chain of
 latents through the fine-tuned steps with each step's log-probability. The update treats every
@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from ncdpo.algos.base import ActOutput, Agent
+from ncdpo.algos.base import ActOutput, Agent, check_same_prediction
+from ncdpo.algos.buffer import Batch
 from ncdpo.checkpoint import load_module_state
 from ncdpo.config import TrainConfig
 from ncdpo.envs.spec import EnvSpec
@@ -38,6 +39,7 @@ def step_log_prob(x_next: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -
 
 class DPPOAgent(Agent):
     algo = "dppo"
+    init_algos = ("ncdpo",)
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: TrainConfig, spec: EnvSpec | None = None) -> None:
         super().__init__(obs_dim, act_dim, cfg, spec)
@@ -65,8 +67,12 @@ class DPPOAgent(Agent):
             clip = torch.full((1,), cfg.ppo.clip_coef)
         self.register_buffer("step_clip", clip, persistent=False)
 
-    def on_init_loaded(self, ck: Any) -> None:
-        """The frozen copy: a DPPO checkpoint's own, otherwise the weights just loaded into the policy."""
+    def check_init(self, ck: Any) -> None:
+        check_same_prediction(ck, self.policy.cfg.prediction)
+
+    def load_init(self, ck: Any, env_id: str) -> None:
+        """The policy, then the frozen copy: a DPPO checkpoint's own, otherwise the weights just loaded."""
+        super().load_init(ck, env_id)
         base = ck.prefixed("agent.base")
         if base:
             load_module_state(self.base, base, f"checkpoint {ck.path} (frozen denoiser)")
@@ -86,7 +92,7 @@ class DPPOAgent(Agent):
             ft = j >= self.first_ft
             if j == self.first_ft:
                 chain.append(x)
-            mean = pol._step(x, obs, j, pol.denoiser if ft else self.base)
+            mean = pol.step_mean(x, obs, j, pol.denoiser if ft else self.base)
             if deterministic:
                 std = 0.0 if j + 1 == pol.n_chain else self.det_std[j]
             else:
@@ -101,23 +107,25 @@ class DPPOAgent(Agent):
         return ActOutput(action, torch.stack(logps, 1), {"chain": torch.stack(chain, 1), "action": action})
 
     # ---------------------------------------------------------------- PPO over (decision, denoising step)
-    def training_samples(
-        self, obs: torch.Tensor, log_prob: torch.Tensor, adv: torch.Tensor, returns: torch.Tensor, values: torch.Tensor,
-        store: dict[str, torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        B, K = obs.shape[0], self.k_ft
-        rep = lambda t: t.repeat_interleave(K, 0)  # noqa: E731
-        chain = store["chain"]
+    def training_samples(self, batch: Batch) -> Batch:
+        """One PPO sample per (decision, fine-tuned denoising step): the step's input and output latents."""
+        B, K = len(batch), self.k_ft
+
+        def rep(t: torch.Tensor) -> torch.Tensor:
+            return t.repeat_interleave(K, 0)
+
+        chain = batch.store["chain"]
         samples = {
             "x": chain[:, :-1].reshape(B * K, -1),
             "x_next": chain[:, 1:].reshape(B * K, -1),
-            "k": torch.arange(K, device=obs.device).repeat(B),
+            "k": torch.arange(K, device=batch.obs.device).repeat(B),
         }
-        return rep(obs), log_prob.reshape(B * K), rep(adv), rep(returns), rep(values), samples
+        return Batch(rep(batch.obs), batch.log_prob.reshape(B * K), rep(batch.advantages), rep(batch.returns),
+                     rep(batch.values), samples)
 
-    def evaluate(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_entropy(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         k = store["k"]
-        mean = self.policy._step(store["x"], obs, k + self.first_ft)
+        mean = self.policy.step_mean(store["x"], obs, k + self.first_ft)
         std = self.logprob_std[k][:, None]
         entropy = (0.5 * (1.0 + math.log(2 * math.pi)) + std.log()).mean()
         return step_log_prob(store["x_next"], mean, std), entropy

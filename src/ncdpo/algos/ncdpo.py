@@ -1,6 +1,6 @@
 """NCDPO: PPO on the noise-conditioned diffusion policy, back-propagating through every denoising step.
 
-METHOD.md section 2. Acting draws the whole chain noise ``xi``; the buffer stores it with the executed
+docs/METHOD.md section 2. Acting draws the whole chain noise ``xi``; the buffer stores it with the executed
 action; the update recomputes ``m_theta(s, xi)`` through all K denoising steps and scores the stored
 action under ``N(m_theta(s, xi), sigma_exp^2 I)`` (continuous actions) or ``softmax(logit_scale * m_theta(s, xi))``
 (discrete actions).
@@ -9,10 +9,11 @@ action under ``N(m_theta(s, xi), sigma_exp^2 I)`` (continuous actions) or ``soft
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
-from ncdpo.algos.base import ActOutput, Agent, with_mask
+from ncdpo.algos.base import ActOutput, Agent, check_same_prediction, with_mask
 from ncdpo.config import TrainConfig
 from ncdpo.envs.spec import EnvSpec
 from ncdpo.policies.categorical import DiscreteDiffusionPolicy
@@ -21,6 +22,7 @@ from ncdpo.policies.diffusion import DiffusionPolicy
 
 class NCDPOAgent(Agent):
     algo = "ncdpo"
+    init_algos = ("dppo",)
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: TrainConfig, spec: EnvSpec | None = None) -> None:
         if cfg.critic.condition_on_mean:  # the critic sees the executed part of m_theta_old(s, xi) (discrete: the logits)
@@ -46,10 +48,13 @@ class NCDPOAgent(Agent):
             return self.critic_obs(obs)
         return torch.cat([self.critic_obs(obs), store["mean"].flatten(1)], dim=-1)
 
-    def evaluate(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_entropy(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.discrete:
             return self.policy.log_prob_entropy(self.actor_obs(obs), store["noise"], store["action"], store.get("mask"))
         return self.policy.log_prob(self.actor_obs(obs), store["noise"], store["action"]), self.policy.entropy()
+
+    def check_init(self, ck: Any) -> None:
+        check_same_prediction(ck, self.policy.cfg.prediction)
 
     def set_progress(self, frac: float) -> None:
         self.policy.set_progress(frac)

@@ -31,7 +31,7 @@ class PPOAgent(Agent):
             action, log_prob = self.policy.act(self.actor_obs(obs), deterministic)
         return ActOutput(action, log_prob, with_mask({"action": action}, mask if self.discrete else None))
 
-    def evaluate(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_entropy(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.discrete:
             return self.policy.log_prob_entropy(self.actor_obs(obs), store["action"], store.get("mask"))
         return self.policy.log_prob(self.actor_obs(obs), store["action"]), self.policy.entropy()

@@ -1,4 +1,4 @@
-"""Demonstration data: the dataset format, collection from saved policies, behaviour-cloning pre-training."""
+"""Demonstration data: the dataset format (readers, writer, validation, chunking) and collection from saved policies."""
 
 from ncdpo.data.dataset import Dataset, Episode, check_fits_env, load_dataset, make_chunks, validate_dataset
 

@@ -34,7 +34,7 @@ def collect(
     [-1, 1] space (then clipped). With ``transitions`` the last episode of each env may be cut
     (``truncated=True``).
     """
-    from ncdpo.algos.core import load_agent
+    from ncdpo.algos import load_agent
     from ncdpo.envs.registry import make_env
 
     if (episodes > 0) == (transitions > 0):

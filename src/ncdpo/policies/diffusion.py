@@ -1,4 +1,4 @@
-"""The diffusion policy (METHOD.md section 1) and its noise-conditioned form (section 2).
+"""The diffusion policy (docs/METHOD.md section 1) and its noise-conditioned form (section 2).
 
 An action chunk ``x`` of shape (horizon, act_dim), normalised to [-1, 1], is generated from an observation
 by the reverse chain of a denoiser with a cosine beta schedule (epsilon prediction by default, x0 prediction as
@@ -158,7 +158,7 @@ class DiffusionPolicy(nn.Module):
         scale = self.cfg.chain_noise_scale
         return xi if scale == 1.0 else xi * scale
 
-    def _step(self, x: torch.Tensor, obs: torch.Tensor, j: int | torch.Tensor, denoiser: nn.Module | None = None) -> torch.Tensor:
+    def step_mean(self, x: torch.Tensor, obs: torch.Tensor, j: int | torch.Tensor, denoiser: nn.Module | None = None) -> torch.Tensor:
         """Mean of chain step ``j`` given the flattened latent ``x`` (B, H*A).
 
         ``j`` is one chain index or a (B,) tensor of them (one per sample, for DPPO's per-step samples);
@@ -195,7 +195,7 @@ class DiffusionPolicy(nn.Module):
         use_ckpt = self.cfg.grad_checkpoint and torch.is_grad_enabled()
         for j in range(self.n_chain):
             latents.append(x)
-            mean = checkpoint(self._step, x, obs, j, use_reentrant=False) if use_ckpt else self._step(x, obs, j)
+            mean = checkpoint(self.step_mean, x, obs, j, use_reentrant=False) if use_ckpt else self.step_mean(x, obs, j)
             x = mean + self.chain_std[j] * noise[:, j + 1].reshape(B, -1) if j + 1 < self.n_chain else mean
         m = x.view(B, self.horizon, self.act_dim)
         return (m, latents) if return_latents else m

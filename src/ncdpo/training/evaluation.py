@@ -1,0 +1,108 @@
+"""Evaluation: complete episodes of a policy, with one rollout helper (:func:`decide`) that evaluation, dataset
+collection, the public :class:`ncdpo.Policy` and the benchmarks share."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from ncdpo.algos.base import ActOutput, Agent
+from ncdpo.envs.registry import action_mask, done_values, make_vec_env
+from ncdpo.policies.common import ObsNormalizer
+
+DEFAULT_EVAL_SEED = 424242
+"""The benchmarks' evaluation seed (the manipulation tables'); ``ncdpo eval --seed`` defaults to 0."""
+
+
+def decide(agent: Agent, obs_norm: ObsNormalizer, raw_obs: np.ndarray, deterministic: bool = True,
+           mask: np.ndarray | None = None) -> ActOutput:
+    """One batched decision on raw env observations: normalise, act (under the legal-action ``mask``, if any)."""
+    device = next(agent.parameters()).device
+    obs_t = torch.as_tensor(obs_norm(raw_obs), device=device)
+    if mask is None:
+        return agent.act(obs_t, deterministic)
+    return agent.act(obs_t, deterministic, mask=torch.as_tensor(mask, device=device))
+
+
+@torch.no_grad()
+def evaluate(
+    agent: Agent,
+    obs_norm: ObsNormalizer,
+    env_id: str,
+    n_episodes: int,
+    act_steps: int,
+    deterministic: bool = True,
+    seed: int = 0,
+    max_episode_steps: int = 0,
+    max_envs: int = 16,
+    vector: str = "auto",
+    envs: Any = None,
+) -> dict[str, Any]:
+    """Run ``n_episodes`` complete episodes; each env contributes a fixed quota (no bias to short ones).
+
+    ``envs``: a vector env made by :func:`make_vec_env` for this task to use (and leave open) instead of
+    making one; every env is reset with ``seed`` first, so the result does not depend on what ran before.
+    The policy's noise (a diffusion chain's initial latent even when ``deterministic``) is drawn from torch's
+    generator seeded with ``seed`` too, inside :func:`torch.random.fork_rng`: the result is reproducible and
+    the caller's generator state is left as it was.
+    """
+    device = next(agent.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        own = envs is None
+        if own:
+            envs = make_vec_env(env_id, min(n_episodes, max_envs), act_steps, max_episode_steps, vector)
+        try:
+            return run_episodes(agent, obs_norm, envs, n_episodes, deterministic, seed)
+        finally:
+            if own:
+                envs.close()
+
+
+def run_episodes(agent: Agent, obs_norm: ObsNormalizer, envs: Any, n_episodes: int, deterministic: bool,
+                 seed: int) -> dict[str, Any]:
+    """Step ``envs`` (reset with ``seed``) until each env row has finished its quota of the ``n_episodes``."""
+    n_rows = envs.num_envs
+    M = getattr(envs, "n_agents", 1)  # a multi-agent env's episodes are reported on agent 0's row of each copy
+    n_envs = n_rows // M
+    quota = np.zeros(n_rows, np.int64)
+    quota[::M] = np.full(n_envs, n_episodes // n_envs) + (np.arange(n_envs) < n_episodes % n_envs)
+    returns: list[float] = []
+    lengths: list[int] = []
+    successes: list[float] = []
+    got = np.zeros(n_rows, np.int64)
+    obs, info = envs.reset(seed=seed)
+    while (got < quota).any():
+        out = decide(agent, obs_norm, obs, deterministic, action_mask(info, n_rows))
+        obs, _, term, trunc, info = envs.step(out.action.cpu().numpy())
+        done = term | trunc
+        ep = info.get("final_info", {}).get("episode")
+        succ = done_values(info, "is_success", done, default=math.nan)
+        for i in np.nonzero(done)[0]:
+            if got[i] < quota[i]:
+                returns.append(float(ep["r"][i]))
+                lengths.append(int(ep["l"][i]))
+                successes.append(float(succ[i]))
+                got[i] += 1
+    known = [x for x in successes if not math.isnan(x)]
+    return {
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "length_mean": float(np.mean(lengths)),
+        # fraction of episodes whose final step reported info["is_success"] true (nan: the env does not report it)
+        "success_rate": float(np.mean(known)) if known else math.nan,
+        "returns": returns,
+        "successes": successes,
+    }
+
+
+def eval_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The ``eval/*`` columns of a training log from an :func:`evaluate` result."""
+    return {"eval/return_mean": result["return_mean"], "eval/return_std": result["return_std"],
+            "eval/success_rate": result["success_rate"]}
+
+
+NO_EVAL = {"eval/return_mean": math.nan, "eval/return_std": math.nan, "eval/success_rate": math.nan}
