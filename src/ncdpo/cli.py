@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ncdpo.config import TrainConfig, flat_fields, validate
+from ncdpo.config import ABLATION_FIELDS, FIELD_ALIASES, SECTION_ALIASES, TrainConfig, flat_fields, validate
 from ncdpo.errors import NcdpoError
 from ncdpo.training.resolve import PRETRAIN_RESUME_OVERRIDABLE, RESUME_OVERRIDABLE, resolve_config, resume_overrides
 
@@ -36,7 +36,16 @@ def _option(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
+SECTION_TITLES = {"": "run", "env": "environment (env.*)", "ppo": "PPO (ppo.*)", "diffusion": "diffusion policy (diffusion.*)",
+                  "dppo": "DPPO (dppo.*)", "mlp": "MLP policy of algo ppo (mlp.*)", "critic": "critic (critic.*)",
+                  "pretrain": "behaviour cloning (pretrain.*)"}
+
+
 def _add_config_options(p: argparse.ArgumentParser) -> None:
+    """One option per config field, in a help group per section (ablations apart), plus the old names as hidden
+    aliases."""
+    groups = {key: p.add_argument_group(f"config: {title}") for key, title in SECTION_TITLES.items()}
+    ablations = p.add_argument_group("config: ablations and diagnostics (not part of any recipe; see benchmarks/RESULTS.md)")
     for key, (tp, doc, default) in flat_fields().items():
         origin = typing.get_origin(tp)
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": key, "metavar": key.split(".")[-1].upper()}
@@ -47,8 +56,18 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
         elif origin is typing.Literal:
             kwargs["metavar"] = "{" + ",".join(map(str, typing.get_args(tp))) + "}"
         help_text = f"{doc} (default: {default})".replace("%", "%%")  # argparse %-formats help strings
-        p.add_argument(_option(key), help=help_text, **kwargs)
+        group = ablations if key in ABLATION_FIELDS else groups[key.rpartition(".")[0].split(".")[0]]
+        group.add_argument(_option(key), help=help_text, **kwargs)
+        for old in _old_names(key):
+            p.add_argument(_option(old), help=argparse.SUPPRESS, **kwargs)
     p.add_argument("--env", dest="env.id", default=argparse.SUPPRESS, metavar="ID", help="short for --env.id")
+
+
+def _old_names(key: str) -> list[str]:
+    """The earlier spellings of a config key (hidden aliases)."""
+    section, _, rest = key.partition(".")
+    old = [f"{s}.{rest}" for s, new in SECTION_ALIASES.items() if rest and new == section]
+    return old + [o for o, new in FIELD_ALIASES.items() if new == key]
 
 
 def build_parser() -> _Parser:
@@ -56,7 +75,9 @@ def build_parser() -> _Parser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    tr = sub.add_parser("train", help="train a policy (ncdpo or ppo) on a task")
+    tr = sub.add_parser("train", help="train a policy (ncdpo, dppo or ppo) on a task",
+                        usage="ncdpo train [--env ID] [--algo ALGO] [--init CHECKPOINT] [--config FILE] "
+                              "[--SECTION.FIELD VALUE ...] | --resume RUN_DIR")
     tr.add_argument("--config", metavar="FILE", help="JSON/YAML file of config values (nested or dotted keys)")
     tr.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint (config, weights, "
@@ -65,7 +86,9 @@ def build_parser() -> _Parser:
     tr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     _add_config_options(tr)
 
-    pt = sub.add_parser("pretrain", help="behaviour-clone a diffusion policy on a dataset")
+    pt = sub.add_parser("pretrain", help="behaviour-clone a diffusion policy on a dataset",
+                        usage="ncdpo pretrain --dataset FILE [--env ID] [--config FILE] [--SECTION.FIELD VALUE ...] "
+                              "| --resume RUN_DIR")
     pt.add_argument("--config", metavar="FILE", help="JSON/YAML file of config values (nested or dotted keys)")
     pt.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     pt.add_argument("--resume", metavar="RUN_DIR", help="continue a pretrain run from its newest checkpoint; only "

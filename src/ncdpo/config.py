@@ -95,7 +95,7 @@ class PPOConfig:
 
 @dataclass
 class DiffusionConfig:
-    """The diffusion policy used by NCDPO (METHOD.md section 1)."""
+    """The diffusion policy used by NCDPO (docs/METHOD.md section 1)."""
 
     denoising_steps: int = 10
     """K, the number of DDPM training/denoising steps."""
@@ -121,7 +121,7 @@ class DiffusionConfig:
     default initialisation, unchanged). Small values (0.01, like the MLP baselines' orthogonal gain) start a
     policy trained from scratch with near-zero outputs; it has no effect on a policy loaded from a checkpoint."""
     prediction: Literal["epsilon", "x0"] = "epsilon"
-    """What the denoiser predicts: the noise (epsilon, METHOD.md and DPPO's default) or the clean action x0
+    """What the denoiser predicts: the noise (epsilon, docs/METHOD.md and DPPO's default) or the clean action x0
     (DPPO's ``predict_epsilon: False``). Same chain, same NCDPO gradient; x0 prediction starts a randomly
     initialised policy near a noise-independent one (the last step's mean is the network's output, not the
     noise passed through), which is what training from scratch wants (RESULTS.md sections 1 and 7)."""
@@ -162,7 +162,7 @@ class DiffusionConfig:
 
 @dataclass
 class DPPOConfig:
-    """The DPPO baseline (Ren et al. 2025; METHOD.md section 3): PPO over the denoising steps of the chain."""
+    """The DPPO baseline (Ren et al. 2025; docs/METHOD.md section 3): PPO over the denoising steps of the chain."""
 
     ft_denoising_steps: int = 10
     """K', the last denoising steps that are fine-tuned; the earlier ones run the frozen pre-trained denoiser
@@ -182,15 +182,19 @@ class DPPOConfig:
 
 
 @dataclass
-class GaussianConfig:
-    """The Gaussian MLP policy of the MLP+PPO baseline."""
+class MLPConfig:
+    """The MLP policy of the MLP+PPO baseline: Gaussian for continuous actions, categorical for discrete ones
+    (``gaussian.*``, its name before 0.2, is an alias)."""
 
     hidden_dims: tuple[int, ...] = (64, 64)
     """Hidden layer sizes of the mean network."""
     activation: Literal["tanh", "relu", "silu"] = "tanh"
     """Activation of the mean network."""
     init_log_std: float = 0.0
-    """Initial value of the state-independent log-std."""
+    """Initial value of the state-independent log-std (continuous actions)."""
+
+
+GaussianConfig = MLPConfig  # the section's name before 0.2
 
 
 @dataclass
@@ -283,8 +287,8 @@ class TrainConfig:
     """Diffusion policy settings (algos ncdpo and dppo)."""
     dppo: DPPOConfig = field(default_factory=DPPOConfig)
     """DPPO settings (algo dppo)."""
-    gaussian: GaussianConfig = field(default_factory=GaussianConfig)
-    """Gaussian policy settings (algo ppo)."""
+    mlp: MLPConfig = field(default_factory=MLPConfig)
+    """MLP policy settings (algo ppo)."""
     critic: CriticConfig = field(default_factory=CriticConfig)
     """Critic settings."""
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -380,18 +384,39 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
     raise NcdpoError(f"config {name}: unsupported type {tp}")
 
 
-def _normalise_key(key: str) -> str:
-    return key.replace("-", "_").lstrip("_")
+# Sections and fields that moved: the old names keep working everywhere (command line, config files, the configs
+# saved in checkpoints), as hidden aliases of the new ones.
+SECTION_ALIASES = {"gaussian": "mlp"}
+FIELD_ALIASES: dict[str, str] = {}
+
+# Fields that are ablations or diagnostics of the method, not part of any recipe (``--help`` lists them apart).
+ABLATION_FIELDS = ("diffusion.init", "diffusion.out_init_scale", "diffusion.clip_last_step", "diffusion.min_chain_std",
+                   "diffusion.chain_noise_scale")
+
+
+def canonical_key(key: str) -> str:
+    """A dotted config key in its current spelling: dashes as underscores, old names mapped to new ones."""
+    key = key.replace("-", "_").lstrip("_")
+    section, dot, rest = key.partition(".")
+    if dot and section in SECTION_ALIASES:
+        key = f"{SECTION_ALIASES[section]}.{rest}"
+    return FIELD_ALIASES.get(key, key)
+
+
+def copy_config(cfg: Any) -> Any:
+    """A copy of a config whose nested sections are copies too (changing it leaves ``cfg`` alone)."""
+    changes = {f.name: copy_config(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+               if dataclasses.is_dataclass(getattr(cfg, f.name))}
+    return dataclasses.replace(cfg, **changes)
 
 
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], source: str = "override") -> TrainConfig:
-    """Return a copy of ``cfg`` with dotted-key ``overrides`` applied (types coerced, unknown keys rejected)."""
+    """Return a copy of ``cfg`` with dotted-key ``overrides`` applied (types coerced, unknown keys rejected);
+    ``cfg`` itself is left as it was."""
     leaves = flat_fields()
-    cfg = dataclasses.replace(cfg)
-    for sub in ("env", "ppo", "diffusion", "gaussian", "critic"):
-        setattr(cfg, sub, dataclasses.replace(getattr(cfg, sub)))
+    cfg = copy_config(cfg)
     for raw_key, value in overrides.items():
-        key = _normalise_key(raw_key)
+        key = canonical_key(raw_key)
         if key not in leaves:
             close = [k for k in leaves if k.split(".")[-1] == key.split(".")[-1]]
             hint = f"; did you mean {close[0]}?" if close else ""
@@ -533,6 +558,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(q.clip_coef_base > 0, f"dppo.clip_coef_base must be positive (got {q.clip_coef_base})")
     need(q.clip_coef_rate > 0, f"dppo.clip_coef_rate must be positive (got {q.clip_coef_rate})")
     need(q.randn_clip > 0, f"dppo.randn_clip must be positive (got {q.randn_clip})")
-    need(all(h >= 1 for h in cfg.gaussian.hidden_dims), "gaussian.hidden_dims must be positive")
+    need(all(h >= 1 for h in cfg.mlp.hidden_dims), "mlp.hidden_dims must be positive")
     need(all(h >= 1 for h in cfg.critic.hidden_dims), "critic.hidden_dims must be positive")
     return cfg

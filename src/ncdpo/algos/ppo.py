@@ -20,9 +20,9 @@ class PPOAgent(Agent):
     def __init__(self, obs_dim: int, act_dim: int, cfg: TrainConfig, spec: EnvSpec | None = None) -> None:
         super().__init__(obs_dim, act_dim, cfg, spec)
         if self.discrete:
-            self.policy: torch.nn.Module = CategoricalPolicy(self.spec.actor_dim, act_dim, cfg.gaussian)
+            self.policy: torch.nn.Module = CategoricalPolicy(self.spec.actor_dim, act_dim, cfg.mlp)
         else:
-            self.policy = GaussianPolicy(self.spec.actor_dim, act_dim, cfg.act_steps, cfg.gaussian)
+            self.policy = GaussianPolicy(self.spec.actor_dim, act_dim, cfg.act_steps, cfg.mlp)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None) -> ActOutput:
         if self.discrete:

@@ -10,6 +10,12 @@ import numpy as np
 from ncdpo.errors import EnvWorkerError
 
 
+def to_bounds(a: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """A normalised action in [-1, 1] (clipped there first) mapped affinely onto ``[low, high]``, as float64."""
+    a = np.clip(np.asarray(a, np.float64), -1.0, 1.0)
+    return low + (a + 1.0) * 0.5 * (high - low)
+
+
 class ActionChunk(gym.Wrapper):
     """Execute a chunk of ``act_steps`` normalised actions per step.
 
@@ -29,8 +35,8 @@ class ActionChunk(gym.Wrapper):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (act_steps, *box.shape), np.float32)
 
     def to_env_action(self, a: np.ndarray) -> np.ndarray:
-        a = np.clip(np.asarray(a, np.float64), -1.0, 1.0)
-        return (self._low + (a + 1.0) * 0.5 * (self._high - self._low)).astype(self.env.action_space.dtype)
+        """One normalised action of the chunk in the inner env's units and dtype."""
+        return to_bounds(a, self._low, self._high).astype(self.env.action_space.dtype)
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
         total = 0.0

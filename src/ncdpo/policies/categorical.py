@@ -1,5 +1,5 @@
 """Categorical heads for discrete actions: the MLP policy of the MLP+(MA)PPO baseline, and the discrete
-diffusion policy of NCDPO (METHOD.md section 2, discrete actions).
+diffusion policy of NCDPO (docs/METHOD.md section 2, discrete actions).
 
 Both produce a vector of logits, mask the actions an env declares illegal (``mask`` false: never sampled,
 probability exactly 0), and sample the executed action from the categorical distribution; its log-probability
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ncdpo.config import DiffusionConfig, GaussianConfig
+from ncdpo.config import DiffusionConfig, MLPConfig
 from ncdpo.policies.common import mlp
 from ncdpo.policies.diffusion import DiffusionPolicy
 
@@ -51,7 +51,7 @@ def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
 class CategoricalPolicy(nn.Module):
     """``a ~ Categorical(softmax(f_theta(s)))`` with an MLP ``f_theta`` (the MLP+PPO / MLP+MAPPO baseline)."""
 
-    def __init__(self, obs_dim: int, n_actions: int, cfg: GaussianConfig) -> None:
+    def __init__(self, obs_dim: int, n_actions: int, cfg: MLPConfig) -> None:
         super().__init__()
         self.n_actions = n_actions
         self.logits_net = mlp(obs_dim, cfg.hidden_dims, n_actions, cfg.activation, out_gain=0.01)

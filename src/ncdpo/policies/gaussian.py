@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ncdpo.config import GaussianConfig
+from ncdpo.config import MLPConfig
 from ncdpo.policies.common import mlp
 from ncdpo.policies.diffusion import LOG_2PI, gaussian_log_prob
 
@@ -13,7 +13,7 @@ from ncdpo.policies.diffusion import LOG_2PI, gaussian_log_prob
 class GaussianPolicy(nn.Module):
     """``a ~ N(mu_theta(s), diag(exp(log_std))^2)`` over the ``act_steps`` executed actions of a chunk."""
 
-    def __init__(self, obs_dim: int, act_dim: int, act_steps: int, cfg: GaussianConfig) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, act_steps: int, cfg: MLPConfig) -> None:
         super().__init__()
         self.act_dim, self.act_steps = act_dim, act_steps
         self.mean_net = mlp(obs_dim, cfg.hidden_dims, act_steps * act_dim, cfg.activation, out_gain=0.01)

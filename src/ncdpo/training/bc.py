@@ -115,6 +115,7 @@ class BCTrainer(RunSkeleton):
         cfg = self.cfg
         meta = {"algo": "ncdpo", "kind": "pretrain", "critic_trained": False, "env_id": cfg.env.id,
                 "obs_dim": self.obs_dim, "act_dim": self.act_dim, "iteration": step, "env_steps": 0,
+                "action_bounds": [self.ds.action_low.astype(float).tolist(), self.ds.action_high.astype(float).tolist()],
                 "dataset": str(self.ds.source), "dataset_return_mean": self.stats["return_mean"],
                 **({"eval_return_mean": ev["eval/return_mean"]} if ev else {}), "resume": resume}
         return self.write_checkpoint(name, {"agent": self.eval_agent, "train_policy": self.policy}, tensors, meta,

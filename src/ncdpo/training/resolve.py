@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ncdpo.config import TrainConfig, apply_overrides, flat_fields, flatten_nested, load_config_file, to_dict, validate
+from ncdpo.config import (
+    TrainConfig, apply_overrides, canonical_key, flat_fields, flatten_nested, load_config_file, to_dict, validate,
+)
 from ncdpo.errors import NcdpoError
 
 # Fields that may change when a run is resumed: they do not alter what the run has computed so far.
@@ -27,7 +29,7 @@ INHERITED_FIELDS = (
     "diffusion.denoising_steps", "diffusion.sampler", "diffusion.ddim_steps", "diffusion.ddim_eta",
     "diffusion.hidden_dim", "diffusion.num_blocks", "diffusion.time_dim", "diffusion.activation",
     "diffusion.denoised_clip", "diffusion.clip_last_step", "diffusion.prediction", "diffusion.logit_scale",
-    "gaussian.hidden_dims", "gaussian.activation", "critic.hidden_dims", "critic.activation", "critic.condition_on_mean",
+    "mlp.hidden_dims", "mlp.activation", "critic.hidden_dims", "critic.activation", "critic.condition_on_mean",
 )
 
 
@@ -56,8 +58,8 @@ def resolve_config(values: Mapping[str, Any] | None = None, config_file: str | N
 
     For ``command="pretrain"`` the env defaults to the one the dataset was recorded on.
     """
-    cli = dict(values or {})
-    file_values = load_config_file(config_file) if config_file else {}
+    cli = {canonical_key(k): v for k, v in (values or {}).items()}
+    file_values = {canonical_key(k): v for k, v in (load_config_file(config_file) if config_file else {}).items()}
     default_env = TrainConfig().env.id
     if command == "pretrain":
         ds_path = cli.get("pretrain.dataset", file_values.get("pretrain.dataset", ""))
@@ -80,7 +82,7 @@ def resolve_config(values: Mapping[str, Any] | None = None, config_file: str | N
 def resume_overrides(given: Mapping[str, Any], allowed: Sequence[str], config_file: str | None = None) -> dict[str, Any]:
     """The config values given with ``--resume``: only ``allowed`` fields (and no config file) may be."""
     leaves = flat_fields()
-    given = {k: v for k, v in given.items() if k in leaves}
+    given = {canonical_key(k): v for k, v in given.items() if canonical_key(k) in leaves}
     fixed = [k for k in given if k not in allowed]
     if fixed or config_file:
         what = f"--{fixed[0].replace('_', '-')}" if fixed else "--config"

@@ -159,9 +159,16 @@ class Trainer(RunSkeleton):
             "resume", tensors,
         )
         meta = {"algo": self.cfg.algo, "env_id": self.cfg.env.id, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
-                "spec": self.spec.to_dict(), "iteration": self.iteration, "env_steps": self.env_steps,
-                "resume": resume}
+                "spec": self.spec.to_dict(), **self._action_bounds(), "iteration": self.iteration,
+                "env_steps": self.env_steps, "resume": resume}
         return self.write_checkpoint(name, {"agent": self.agent}, tensors, meta)
+
+    def _action_bounds(self) -> dict[str, Any]:
+        """The env's continuous action bounds (what [-1, 1] maps onto), saved for :func:`ncdpo.load_policy`."""
+        if self.spec.discrete:
+            return {}
+        low, high = self.envs.get_attr("_low")[0], self.envs.get_attr("_high")[0]
+        return {"action_bounds": [np.asarray(low).tolist(), np.asarray(high).tolist()]}
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """Adam's groups: the actor, the critic, and a learnable exploration std given its own lr if asked."""

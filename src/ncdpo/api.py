@@ -1,0 +1,180 @@
+"""The public Python API: use a trained policy (:func:`load_policy`), train (:func:`train`), behaviour-clone
+(:func:`pretrain`).
+
+    import ncdpo
+    policy = ncdpo.load_policy("shipped:Hopper-v5")      # a checkpoint file, a run folder or shipped:TASK
+    action = policy.act(obs)                             # a raw env observation in, an env-ready action out
+    run_dir = ncdpo.train(env="Hopper-v5", algo="ppo", total_env_steps=50_000)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ncdpo.config import TrainConfig
+from ncdpo.errors import NcdpoError
+
+
+class Policy:
+    """A trained policy, ready for its environment: :meth:`act` takes raw env observations (one, or a batch as
+    the rows of an array) and returns env-ready actions.
+
+    It normalises observations with the statistics saved in the checkpoint, runs the policy on ``device``,
+    queues the executed part of each predicted action chunk (``act_steps`` actions: one is returned per call,
+    a new decision is taken when the queue is empty), and maps continuous actions from [-1, 1] onto the env's
+    action bounds. Call :meth:`reset` when an episode ends (all rows, or the ones given) so the next call
+    decides afresh. The policy's noise comes from its own generator (``seed``): the caller's torch RNG is left
+    alone, and the same seed gives the same actions as ``ncdpo eval --seed``.
+    """
+
+    def __init__(self, path: str | Path, device: str = "cpu", deterministic: bool = True, seed: int = 0) -> None:
+        from ncdpo.algos import load_agent
+
+        with torch.random.fork_rng(devices=[]):  # building the modules draws their (overwritten) initial weights
+            self.agent, self.obs_norm, self.checkpoint = load_agent(path, device)
+        cfg = self.checkpoint.config
+        self.config: TrainConfig = cfg
+        self.env_id, self.algo, self.act_steps = cfg.env.id, cfg.algo, cfg.act_steps
+        self.obs_dim, self.act_dim = self.checkpoint.obs_dim, self.checkpoint.act_dim
+        self.discrete = self.agent.discrete
+        self.deterministic = deterministic
+        self.device = next(self.agent.parameters()).device
+        self.action_low, self.action_high = (None, None) if self.discrete else self._bounds()
+        self._queue: np.ndarray | None = None  # (rows, actions left, ...) of the current chunks
+        self._left: np.ndarray | None = None
+        self.seed(seed)
+
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        meta = self.checkpoint.meta
+        if "action_bounds" in meta:
+            low, high = meta["action_bounds"]
+        else:  # checkpoints written before the bounds were saved: read them off the env
+            from ncdpo.envs.registry import action_bounds
+
+            low, high = action_bounds(self.env_id)
+        return np.asarray(low, np.float64), np.asarray(high, np.float64)
+
+    def seed(self, seed: int) -> None:
+        """Restart the policy's noise generator from ``seed`` (and forget queued actions)."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            self._rng = self._rng_now()
+        self.reset()
+
+    def _rng_now(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return torch.get_rng_state(), cuda
+
+    def reset(self, rows: Any = None) -> None:
+        """Forget the queued actions of all rows (``rows`` None) or of the given rows (a finished episode)."""
+        if rows is None or self._left is None:
+            self._queue, self._left = None, None
+        else:
+            self._left[np.asarray(rows)] = 0
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool | None = None, mask: np.ndarray | None = None) -> Any:
+        """The next env action for ``obs`` (obs_dim,) -> (act_dim,) or an int; a batch (B, obs_dim) -> (B, act_dim)
+        or (B,) ints. ``mask``: the legal discrete actions, (n_actions,) or (B, n_actions)."""
+        obs = np.asarray(obs)
+        single = obs.ndim == 1
+        rows = obs[None] if single else obs
+        if rows.ndim != 2 or rows.shape[1] != self.obs_dim:
+            raise NcdpoError(f"policy for {self.env_id} takes observations of {self.obs_dim} numbers, got shape "
+                             f"{tuple(obs.shape)}")
+        if self._left is not None and len(self._left) != len(rows):
+            self.reset()  # a different number of rows: start over
+        need = np.ones(len(rows), bool) if self._left is None else self._left == 0
+        if need.any():
+            self._decide(rows, need, deterministic, None if mask is None else np.atleast_2d(mask))
+        taken = self.act_steps - self._left
+        out = self._queue[np.arange(len(rows)), taken]
+        self._left -= 1
+        return out[0] if single else out
+
+    def _decide(self, rows: np.ndarray, need: np.ndarray, deterministic: bool | None, mask: np.ndarray | None) -> None:
+        from ncdpo.training.evaluation import decide
+
+        det = self.deterministic if deterministic is None else deterministic
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.set_rng_state(self._rng[0])
+            if self._rng[1] is not None:
+                torch.cuda.set_rng_state(self._rng[1], self.device)
+            action = decide(self.agent, self.obs_norm, rows, det, mask).action.cpu().numpy()
+            self._rng = self._rng_now()
+        if self.discrete:
+            chunk = action.reshape(len(rows), 1)
+        else:
+            chunk = np.stack([[to_env(a, self.action_low, self.action_high) for a in row] for row in action])
+        if self._queue is None:
+            self._queue = chunk
+            self._left = np.full(len(rows), self.act_steps)
+        else:  # every row decides at once when the rows run in step; otherwise only those whose queue is empty
+            self._queue[need] = chunk[need]
+            self._left[need] = self.act_steps
+
+    def __repr__(self) -> str:
+        return (f"Policy({self.algo} on {self.env_id}, obs {self.obs_dim}, "
+                f"{'actions ' + str(self.act_dim) if self.discrete else 'action dim ' + str(self.act_dim)}, "
+                f"act_steps {self.act_steps}, from {self.checkpoint.path})")
+
+
+def to_env(a: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """A normalised action as the env takes it (float32, as gymnasium's Box actions)."""
+    from ncdpo.envs.wrappers import to_bounds
+
+    return to_bounds(a, low, high).astype(np.float32)
+
+
+def load_policy(path_or_shipped: str | Path, device: str = "cpu", deterministic: bool = True, seed: int = 0) -> Policy:
+    """Load a trained policy: a checkpoint file, a run folder (its final checkpoint) or ``shipped:TASK``."""
+    return Policy(path_or_shipped, device, deterministic, seed)
+
+
+def _values(config: TrainConfig | Mapping[str, Any] | str | Path | None, values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(config) if isinstance(config, Mapping) else {}
+    for k, v in values.items():
+        out["env.id" if k == "env" else k.replace("__", ".")] = v
+    return out
+
+
+def resolve(config: TrainConfig | Mapping[str, Any] | str | Path | None = None, command: str = "train",
+            **values: Any) -> TrainConfig:
+    """The config :func:`train` / :func:`pretrain` run: a :class:`TrainConfig` as given (validated), or resolved as
+    the CLI does (defaults, task preset, ``init`` checkpoint, a config file, then ``values``)."""
+    from ncdpo.config import apply_overrides, validate
+    from ncdpo.training.resolve import resolve_config
+
+    if isinstance(config, TrainConfig):
+        return validate(apply_overrides(config, _values(None, values), source="keyword value"))
+    file = str(config) if isinstance(config, (str, Path)) else None
+    return resolve_config(_values(config, values), file, command)
+
+
+def train(config: TrainConfig | Mapping[str, Any] | str | Path | None = None, **values: Any) -> Path:
+    """Train a policy; returns the run folder (its ``checkpoints/final.safetensors`` loads with :func:`load_policy`).
+
+    ``config``: a :class:`TrainConfig`, a mapping of dotted keys, or a JSON/YAML config file; keyword ``values``
+    go on top, ``__`` standing for the dot (``ppo__gamma=0.95``) and ``env`` for ``env.id``::
+
+        ncdpo.train(env="Hopper-v5", algo="ppo", total_env_steps=100_000)
+        ncdpo.train(init="shipped:Hopper-v5", config="configs/finetune_locomotion.yaml", total_env_steps=200_000)
+    """
+    from ncdpo.training.trainer import Trainer
+
+    return Trainer(resolve(config, "train", **values)).run()
+
+
+def pretrain(config: TrainConfig | Mapping[str, Any] | str | Path | None = None, **values: Any) -> Path:
+    """Behaviour-clone a diffusion policy on a dataset (``pretrain__dataset=...`` or ``dataset=...``); returns the
+    run folder."""
+    from ncdpo.training.bc import pretrain as run_pretrain
+
+    if "dataset" in values:
+        values["pretrain__dataset"] = values.pop("dataset")
+    return run_pretrain(resolve(config, "pretrain", **values))[0]

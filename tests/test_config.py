@@ -1,0 +1,58 @@
+"""Config hygiene: overrides never change the caller's config, old names keep working, help groups."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from ncdpo.cli import build_parser, main
+from ncdpo.config import TrainConfig, apply_overrides, canonical_key, flat_fields, from_dict, to_dict
+
+
+@pytest.mark.parametrize("key", sorted(k for k in flat_fields() if "." in k))
+def test_apply_overrides_leaves_the_callers_config_alone(key):
+    """Every section is copied (dppo.* and pretrain.* used to be changed in place)."""
+    base = TrainConfig()
+    before = to_dict(base)
+    tp, _, default = flat_fields()[key]
+    if tp in (bool, int, float, str):
+        value = {bool: lambda: not default, int: lambda: default + 3, float: lambda: default + 0.25,
+                 str: lambda: default + "x"}[tp]()
+    else:  # tuples and literals: a value other than the default
+        value = [7] if isinstance(default, tuple) else next(v for v in tp.__args__ if v != default)
+    new = apply_overrides(base, {key: value})
+    assert to_dict(base) == before
+    section, leaf = key.rsplit(".", 1)
+    assert getattr(getattr(new, section), leaf) != getattr(getattr(base, section), leaf)
+
+
+def test_the_mlp_sections_old_name_is_an_alias_everywhere(tmp_path):
+    assert canonical_key("gaussian.hidden-dims") == "mlp.hidden_dims"
+    args, extra = build_parser().parse_known_args(["train", "--gaussian.hidden-dims", "8", "8"])
+    from ncdpo.cli import resolve_train_config
+
+    assert resolve_train_config(args, extra).mlp.hidden_dims == (8, 8)
+    f = tmp_path / "c.yaml"
+    f.write_text("gaussian:\n  activation: relu\n")
+    args, extra = build_parser().parse_known_args(["train", "--config", str(f)])
+    assert resolve_train_config(args, extra).mlp.activation == "relu"
+    saved = to_dict(TrainConfig())  # a checkpoint or config.json written before the rename
+    saved["gaussian"] = saved.pop("mlp") | {"init_log_std": -0.5}
+    assert from_dict(saved).mlp.init_log_std == -0.5
+
+
+def test_help_lists_new_names_and_ablations_apart_and_hides_old_names(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--mlp.hidden-dims" in out and "--gaussian.hidden-dims" not in out
+    ablations = out[out.index("config: ablations"):]
+    assert "--diffusion.chain-noise-scale" in ablations and "--diffusion.prediction" not in ablations
+
+
+def test_print_config_round_trips(capsys):
+    assert main(["train", "--env", "Hopper-v5", "--print-config"]) == 0
+    cfg = from_dict(json.loads(capsys.readouterr().out))
+    assert dataclasses.is_dataclass(cfg) and cfg.env.id == "Hopper-v5"
