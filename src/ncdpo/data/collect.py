@@ -17,6 +17,37 @@ from ncdpo.data.dataset import Dataset, Episode
 from ncdpo.errors import NcdpoError
 
 
+class _Recorder:
+    """The episodes of ``n`` envs as they are recorded, one step at a time."""
+
+    def __init__(self, n: int) -> None:
+        self.bufs: list[dict[str, list[Any]]] = [self._empty() for _ in range(n)]
+        self.episodes: list[Episode] = []
+        self.cut: list[int] = []  # indices of episodes that collection stopped before they ended
+
+    @staticmethod
+    def _empty() -> dict[str, list[Any]]:
+        return {"obs": [], "act": [], "rew": []}
+
+    def add(self, i: int, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
+        b = self.bufs[i]
+        b["obs"].append(obs.copy())
+        b["act"].append(action)
+        b["rew"].append(reward)
+
+    def finish(self, i: int, terminated: bool, truncated: bool, collection_cut: bool = False) -> None:
+        b = self.bufs[i]
+        if collection_cut and not terminated and b["act"]:
+            self.cut.append(len(self.episodes))
+        T = len(b["act"])
+        if T:
+            dones = np.zeros(T, bool)
+            dones[-1] = terminated
+            self.episodes.append(Episode(np.array(b["obs"], np.float32), np.array(b["act"], np.float32),
+                                         np.array(b["rew"], np.float32), dones, truncated and not terminated))
+        self.bufs[i] = self._empty()
+
+
 @torch.no_grad()
 def collect(
     checkpoint: str | Path,
@@ -36,6 +67,7 @@ def collect(
     """
     from ncdpo.algos import load_agent
     from ncdpo.envs.registry import make_env
+    from ncdpo.training.evaluation import decide
 
     if (episodes > 0) == (transitions > 0):
         raise NcdpoError("give exactly one of --episodes N or --transitions N (a positive number)")
@@ -43,7 +75,6 @@ def collect(
         raise NcdpoError(f"--action-noise must be >= 0 (got {action_noise})")
     agent, obs_norm, ck = load_agent(checkpoint, device)
     cfg = ck.config
-    dev = next(agent.parameters()).device
     n_envs = max(1, min(n_envs, episodes) if episodes else n_envs)
     envs = [make_env(cfg.env.id, 1, cfg.env.max_episode_steps) for _ in range(n_envs)]
     to_env = envs[0].to_env_action
@@ -51,48 +82,27 @@ def collect(
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
-    bufs: list[dict[str, list[Any]]] = [{"obs": [], "act": [], "rew": []} for _ in envs]
-    done_eps: list[Episode] = []
-    total = 0
-    started = n_envs  # episodes begun so far
-
-    cut: list[int] = []
-
-    def finish(i: int, terminated: bool, truncated: bool, collection_cut: bool = False) -> None:
-        b = bufs[i]
-        if collection_cut and not terminated and b["act"]:
-            cut.append(len(done_eps))
-        T = len(b["act"])
-        if T:
-            dones = np.zeros(T, bool)
-            dones[-1] = terminated
-            done_eps.append(Episode(np.array(b["obs"], np.float32), np.array(b["act"], np.float32),
-                                    np.array(b["rew"], np.float32), dones, truncated and not terminated))
-        bufs[i] = {"obs": [], "act": [], "rew": []}
-
+    rec = _Recorder(n_envs)
+    total, started = 0, n_envs  # env steps so far, episodes begun so far
     active = np.ones(n_envs, bool)
     while active.any():
         idx = np.nonzero(active)[0]
-        out = agent.act(torch.as_tensor(obs_norm(obs[idx]), device=dev), deterministic)
-        chunks = out.action.cpu().numpy()
+        chunks = decide(agent, obs_norm, obs[idx], deterministic).action.cpu().numpy()
         for j, i in enumerate(idx):
             for a in chunks[j]:
                 if action_noise > 0:
                     a = a + rng.normal(0.0, action_noise, a.shape)
                 env_a = to_env(a)
                 o2, r, term, trunc, _ = envs[i].env.step(env_a)  # below the chunking wrapper: one env step
-                b = bufs[i]
-                b["obs"].append(obs[i].copy())
-                b["act"].append(np.clip(env_a, low, high))
-                b["rew"].append(float(r))
+                rec.add(i, obs[i], np.clip(env_a, low, high), float(r))
                 obs[i] = o2
                 total += 1
                 if transitions and total >= transitions:
-                    finish(i, bool(term), True, collection_cut=not trunc)
+                    rec.finish(i, bool(term), True, collection_cut=not trunc)
                     active[:] = False
                     break
                 if term or trunc:
-                    finish(i, bool(term), bool(trunc))
+                    rec.finish(i, bool(term), bool(trunc))
                     if episodes and started >= episodes:
                         active[i] = False
                     else:
@@ -103,11 +113,11 @@ def collect(
                 break
     if transitions:  # cut the episodes still running
         for i in range(n_envs):
-            finish(i, False, True, collection_cut=True)
+            rec.finish(i, False, True, collection_cut=True)
     for e in envs:
         e.close()
-    if not done_eps:
+    if not rec.episodes:
         raise NcdpoError("collection produced no transitions")
     meta = {"source_checkpoint": str(ck.path), "source_algo": cfg.algo, "source_env_steps": ck.meta.get("env_steps"),
-            "action_noise": action_noise, "deterministic": deterministic, "seed": seed, "cut_episodes": cut}
-    return Dataset(done_eps, cfg.env.id, low, high, meta)
+            "action_noise": action_noise, "deterministic": deterministic, "seed": seed, "cut_episodes": rec.cut}
+    return Dataset(rec.episodes, cfg.env.id, low, high, meta)
