@@ -1,6 +1,6 @@
 # Set-up and the two README commands. Everything runs in a local virtual environment (.venv).
 #   make demo   - install, then run the main job on the shipped default
-#   make test   - install, then run the test suite
+#   make test   - install, then lint (ruff) and run the test suite
 # TORCH selects the PyTorch requirement installed before the package (default: torch==2.13.0, the
 # CPU wheel on the project's build machines); e.g. `make test TORCH="torch>=2.2"` elsewhere.
 
@@ -9,7 +9,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-all lint clean
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	bash scripts/demo.sh
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks scripts
 
 test-all: install
 	$(BIN)/python -m pytest -q -m ""

@@ -22,7 +22,9 @@ NCDPO = [sys.executable, "-m", "ncdpo.cli"]
 def finished(run: Path) -> bool:
     """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its evaluation
     (``eval.json``, or ``eval_det.json`` for the manipulation harness), exists."""
-    return (run / "checkpoints" / "final.safetensors").is_file() or any((run / f).is_file() for f in ("eval.json", "eval_det.json"))
+    return (run / "checkpoints" / "final.safetensors").is_file() or any(
+        (run / f).is_file() for f in ("eval.json", "eval_det.json")
+    )
 
 
 def resumable(run: Path) -> bool:
@@ -37,7 +39,7 @@ def run_train(run: Path, train_args: list[str]) -> str:
         return f"{run.name}: done already"
     if resumable(run):
         # the harness's budget wins, so a rerun with another --steps shortens or extends an interrupted run
-        budget = train_args[train_args.index("--total-env-steps"):][:2] if "--total-env-steps" in train_args else []
+        budget = train_args[train_args.index("--total-env-steps") :][:2] if "--total-env-steps" in train_args else []
         cmd = [*NCDPO, "train", "--resume", str(run), "--progress", "false", *budget]
     else:
         cmd = [*NCDPO, "train", *train_args, "--out-dir", str(run.parent), "--run-name", run.name, "--overwrite"]
@@ -54,14 +56,20 @@ def run_train(run: Path, train_args: list[str]) -> str:
 def eval_json(target: str, res: Path, episodes: int, seed: int, extra: list[str] = ()) -> dict:
     """``ncdpo eval TARGET`` over ``episodes`` episodes with ``seed``, cached in the JSON file ``res``."""
     if not res.is_file():
-        subprocess.check_call([*NCDPO, "eval", target, "--episodes", str(episodes), "--seed", str(seed), "--json", str(res),
-                               *extra], stdout=subprocess.DEVNULL)
+        subprocess.check_call(
+            [*NCDPO, "eval", target, "--episodes", str(episodes), "--seed", str(seed), "--json", str(res), *extra],
+            stdout=subprocess.DEVNULL,
+        )
     return json.loads(res.read_text())
 
 
 def seeds_on_disk(task_dir: Path, task: str, algos: list[str], seeds: list[int]) -> list[int]:
     """``seeds`` and every other seed with a run folder of one of ``algos`` in ``task_dir``, in order (so a table's
     rows do not depend on how the harness was called)."""
-    found = {int(m.group(1)) for a in algos for d in task_dir.glob(f"{task}__{a}__s*")
-             if d.is_dir() and (m := re.fullmatch(rf"{re.escape(task)}__{re.escape(a)}__s(\d+)", d.name))}
+    found = {
+        int(m.group(1))
+        for a in algos
+        for d in task_dir.glob(f"{task}__{a}__s*")
+        if d.is_dir() and (m := re.fullmatch(rf"{re.escape(task)}__{re.escape(a)}__s(\d+)", d.name))
+    }
     return sorted(found | set(seeds))

@@ -6,8 +6,9 @@
 Each (task, algo, seed) run is ``ncdpo train --algo <algo> --init shipped:<task> --config <config>`` with
 ``configs/finetune_locomotion.yaml`` for NCDPO and ``configs/dppo_locomotion.yaml`` for DPPO, writing into
 ``benchmarks/results/finetune/<task>/<task>__<algo>__s<seed>``. Resumable: a run whose final
-checkpoint exists is not redone, an interrupted one is continued from its last checkpoint (``ncdpo train --resume``). Then every final checkpoint and the BC
-checkpoint are evaluated with the same protocol (``--episodes`` deterministic episodes, fixed seed) and
+checkpoint exists is not redone, an interrupted one is continued from its last checkpoint (``ncdpo train
+--resume``). Then every final checkpoint and the BC checkpoint are evaluated with the same protocol (``--episodes``
+deterministic episodes, fixed seed) and
 ``summary.csv``, ``table.md`` and one ``curves_<task>.png`` per task (logged evaluation return, mean ± std
 over seeds) are written. The raw ``progress.csv`` of every run is kept. ``--summarize`` only rebuilds the
 summary.
@@ -37,9 +38,27 @@ EVAL_SEED = 424242
 
 
 def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
-    return run_train(out / f"{task}__{algo}__s{seed}", [
-        "--algo", algo, "--init", f"shipped:{task}", "--config", str(CONFIGS[algo]), "--seed", str(seed),
-        "--total-env-steps", str(steps), "--torch-threads", "1", "--progress", "false", "--keep-checkpoints", "2"])
+    return run_train(
+        out / f"{task}__{algo}__s{seed}",
+        [
+            "--algo",
+            algo,
+            "--init",
+            f"shipped:{task}",
+            "--config",
+            str(CONFIGS[algo]),
+            "--seed",
+            str(seed),
+            "--total-env-steps",
+            str(steps),
+            "--torch-threads",
+            "1",
+            "--progress",
+            "false",
+            "--keep-checkpoints",
+            "2",
+        ],
+    )
 
 
 def evaluate(target: str, res: Path, episodes: int) -> dict:
@@ -78,10 +97,14 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
     from ncdpo.shipped import ASSETS
 
     rows, lines, notes = [], [], []
-    lines += [f"Deterministic evaluation over {episodes} episodes (eval seed {EVAL_SEED}); fine-tuned: mean ± std "
-              "over seeds of each seed's mean. Dataset: complete episodes of the shipped medium dataset.", "",
-              "| task | algo | expert | dataset | BC | fine-tuned | env steps | seeds | fine-tuned / BC | wall s / run | update s / iter | peak MiB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        f"Deterministic evaluation over {episodes} episodes (eval seed {EVAL_SEED}); fine-tuned: mean ± std "
+        "over seeds of each seed's mean. Dataset: complete episodes of the shipped medium dataset.",
+        "",
+        "| task | algo | expert | dataset | BC | fine-tuned | env steps | seeds | fine-tuned / BC | wall s / run "
+        "| update s / iter | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for task in tasks:
         out = root / task
         summary = json.loads((ASSETS / task / "summary.json").read_text())
@@ -103,8 +126,18 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
                 upd.append(np.mean([float(r["perf/update_s"]) for r in log]))
                 mem.append(peak_mem(log))
                 runs.append(run)
-                rows.append([task, algo, seed, ev["return_mean"], ev["return_std"], bc["return_mean"], int(log[-1]["env_steps"]),
-                             float(log[-1]["wall_s"])])
+                rows.append(
+                    [
+                        task,
+                        algo,
+                        seed,
+                        ev["return_mean"],
+                        ev["return_std"],
+                        bc["return_mean"],
+                        int(log[-1]["env_steps"]),
+                        float(log[-1]["wall_s"]),
+                    ]
+                )
             if not finals:
                 continue
             ft = np.asarray(finals)
@@ -112,22 +145,31 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
             task_runs += runs
             lines.append(
                 f"| {task} | {algo} | {summary['expert_return']:.0f} | {d['complete_return_mean']:.0f} ± "
-                f"{d['complete_return_std']:.0f} ({d['transitions']} transitions) | {bc['return_mean']:.0f} ± {bc['return_std']:.0f} | "
-                f"{ft.mean():.0f} ± {ft.std():.0f} | {int(np.mean(steps))} | {len(ft)} | {ft.mean() / bc['return_mean']:.2f} | "
+                f"{d['complete_return_std']:.0f} ({d['transitions']} transitions) | {bc['return_mean']:.0f} ± "
+                f"{bc['return_std']:.0f} | {ft.mean():.0f} ± {ft.std():.0f} | {int(np.mean(steps))} | {len(ft)} | "
+                f"{ft.mean() / bc['return_mean']:.2f} | "
                 f"{np.mean(walls):.0f} | {np.mean(upd):.2f} | {finite_mean(mem):.0f} |"
             )
         if {"ncdpo", "dppo"} <= finals_by_algo.keys():
             target = finals_by_algo["dppo"][0]
             s_n = steps_to_reach(finals_by_algo["ncdpo"][1], target)
             s_d = steps_to_reach(finals_by_algo["dppo"][1], target)
-            notes.append(f"- {task}: env steps for the seed-mean logged evaluation to reach DPPO's final return "
-                         f"({target:.0f}): NCDPO {s_n:.0f}, DPPO {s_d:.0f}")
+            notes.append(
+                f"- {task}: env steps for the seed-mean logged evaluation to reach DPPO's final return "
+                f"({target:.0f}): NCDPO {s_n:.0f}, DPPO {s_d:.0f}"
+            )
         if task_runs:
-            plot_runs(task_runs, out / f"curves_{task}.png", y="eval/return_mean",
-                      title=f"{task}: fine-tuning from BC ({bc['return_mean']:.0f}), mean ± std over seeds")
+            plot_runs(
+                task_runs,
+                out / f"curves_{task}.png",
+                y="eval/return_mean",
+                title=f"{task}: fine-tuning from BC ({bc['return_mean']:.0f}), mean ± std over seeds",
+            )
     with AtomicText(root / "summary.csv") as f:
         w = csv.writer(f)
-        w.writerow(["task", "algo", "seed", "final_eval_return", "final_eval_std", "bc_eval_return", "env_steps", "wall_s"])
+        w.writerow(
+            ["task", "algo", "seed", "final_eval_return", "final_eval_std", "bc_eval_return", "env_steps", "wall_s"]
+        )
         w.writerows(rows)
     md = "\n".join(lines + ([""] + notes if notes else [])) + "\n"
     atomic_write_text(root / "table.md", md)
@@ -140,7 +182,12 @@ def main() -> None:
     ap.add_argument("--algos", nargs="+", default=["ncdpo"], choices=sorted(CONFIGS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--steps", type=int, default=1_000_000)
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel, one torch thread each (default: the core count)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="runs in parallel, one torch thread each (default: the core count)",
+    )
     ap.add_argument("--episodes", type=int, default=20, help="evaluation episodes per checkpoint")
     ap.add_argument("--out", default=str(ROOT / "results" / "finetune"))
     ap.add_argument("--summarize", action="store_true", help="only rebuild the summary from finished runs")

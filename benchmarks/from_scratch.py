@@ -4,7 +4,8 @@
 
 Each (algo, seed) run is an ordinary ``ncdpo train`` subprocess writing into
 ``benchmarks/results/from_scratch/<env>/<env>__<algo>__s<seed>``. The harness is resumable: a run whose
-final checkpoint exists is not redone, an interrupted one is continued from its last checkpoint (``ncdpo train --resume``). When all runs are done it evaluates
+final checkpoint exists is not redone, an interrupted one is continued from its last checkpoint (``ncdpo train
+--resume``). When all runs are done it evaluates
 each final checkpoint (10 deterministic episodes), then writes ``summary.csv`` (return per run at fixed
 step counts), ``table.md`` (mean ± std across seeds) and ``curves.png``. The raw ``progress.csv`` of every
 run is kept so anyone can re-plot. ``--summarize`` only rebuilds the summary from existing runs.
@@ -31,37 +32,114 @@ from _harness import NCDPO, finished, run_train  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 
 # Settings shared by both algorithms, then each algorithm's own (the defaults of ncdpo train otherwise).
-COMMON = ["--env.n-envs", "16", "--ppo.n-steps", "128", "--ppo.minibatch-size", "256", "--ppo.update-epochs", "10",
-          "--horizon", "1", "--act-steps", "1", "--torch-threads", "1", "--save-every", "10", "--keep-checkpoints", "1", "--progress", "false"]
+COMMON = [
+    "--env.n-envs",
+    "16",
+    "--ppo.n-steps",
+    "128",
+    "--ppo.minibatch-size",
+    "256",
+    "--ppo.update-epochs",
+    "10",
+    "--horizon",
+    "1",
+    "--act-steps",
+    "1",
+    "--torch-threads",
+    "1",
+    "--save-every",
+    "10",
+    "--keep-checkpoints",
+    "1",
+    "--progress",
+    "false",
+]
 # Variants: label -> (algo, its own options). "ncdpo" explores like MLP+PPO (a learnable, state-independent
 # std starting at 1.0, in the normalised action space); "ncdpo-sigma0.3" is the first setting we ran (fixed
 # std 0.3), kept for the record.
 VARIANTS = {
     "ppo": ("ppo", ["--ppo.actor-lr", "3e-4"]),
-    "ncdpo": ("ncdpo", ["--ppo.actor-lr", "3e-4", "--diffusion.denoising-steps", "10", "--diffusion.clip-last-step", "false",
-                        "--diffusion.sigma-exp", "learnable", "--diffusion.sigma-exp-start", "1.0"]),
-    # the same with an x0-predicting denoiser: a random init then starts noise-independent, like an MLP (RESULTS section 7)
-    "ncdpo-x0": ("ncdpo", ["--ppo.actor-lr", "3e-4", "--diffusion.denoising-steps", "10", "--diffusion.clip-last-step", "false",
-                           "--diffusion.sigma-exp", "learnable", "--diffusion.sigma-exp-start", "1.0", "--diffusion.prediction", "x0"]),
+    "ncdpo": (
+        "ncdpo",
+        [
+            "--ppo.actor-lr",
+            "3e-4",
+            "--diffusion.denoising-steps",
+            "10",
+            "--diffusion.clip-last-step",
+            "false",
+            "--diffusion.sigma-exp",
+            "learnable",
+            "--diffusion.sigma-exp-start",
+            "1.0",
+        ],
+    ),
+    # the same with an x0-predicting denoiser: a random init then starts noise-independent, like an MLP (RESULTS
+    # section 7)
+    "ncdpo-x0": (
+        "ncdpo",
+        [
+            "--ppo.actor-lr",
+            "3e-4",
+            "--diffusion.denoising-steps",
+            "10",
+            "--diffusion.clip-last-step",
+            "false",
+            "--diffusion.sigma-exp",
+            "learnable",
+            "--diffusion.sigma-exp-start",
+            "1.0",
+            "--diffusion.prediction",
+            "x0",
+        ],
+    ),
     # DPPO with its own defaults (all K'=K=10 steps fine-tuned, std floor 0.1, clip 0.01 -> 0.001 schedule,
     # actor lr 1e-4); a minibatch of 2560 (decision, step) samples = 256 decisions, as for the others.
-    "dppo": ("dppo", ["--ppo.actor-lr", "1e-4", "--ppo.clip-coef", "0.01", "--ppo.minibatch-size", "2560",
-                      "--diffusion.denoising-steps", "10", "--dppo.ft-denoising-steps", "10"]),
-    "ncdpo-sigma0.3": ("ncdpo", ["--ppo.actor-lr", "3e-4", "--diffusion.denoising-steps", "10",
-                                 "--diffusion.clip-last-step", "false", "--diffusion.sigma-exp-start", "0.3"]),
+    "dppo": (
+        "dppo",
+        [
+            "--ppo.actor-lr",
+            "1e-4",
+            "--ppo.clip-coef",
+            "0.01",
+            "--ppo.minibatch-size",
+            "2560",
+            "--diffusion.denoising-steps",
+            "10",
+            "--dppo.ft-denoising-steps",
+            "10",
+        ],
+    ),
+    "ncdpo-sigma0.3": (
+        "ncdpo",
+        [
+            "--ppo.actor-lr",
+            "3e-4",
+            "--diffusion.denoising-steps",
+            "10",
+            "--diffusion.clip-last-step",
+            "false",
+            "--diffusion.sigma-exp-start",
+            "0.3",
+        ],
+    ),
 }
 
 
 def run_one(env: str, algo: str, seed: int, steps: int, out: Path) -> str:
     algo_name, algo_args = VARIANTS[algo]
-    return run_train(out / f"{env}__{algo}__s{seed}", [
-        "--algo", algo_name, "--env", env, "--seed", str(seed), "--total-env-steps", str(steps), *COMMON, *algo_args])
+    return run_train(
+        out / f"{env}__{algo}__s{seed}",
+        ["--algo", algo_name, "--env", env, "--seed", str(seed), "--total-env-steps", str(steps), *COMMON, *algo_args],
+    )
 
 
 def evaluate(run: Path, episodes: int = 10) -> float:
     res = run / "eval.json"
     if not res.is_file():
-        subprocess.check_call([*NCDPO, "eval", str(run), "--episodes", str(episodes), "--json", str(res)], stdout=subprocess.DEVNULL)
+        subprocess.check_call(
+            [*NCDPO, "eval", str(run), "--episodes", str(episodes), "--json", str(res)], stdout=subprocess.DEVNULL
+        )
     return float(json.loads(res.read_text())["return_mean"])
 
 
@@ -97,13 +175,27 @@ def summarize(env: str, algos: list[str], seeds: list[int], steps: int, out: Pat
             cost.setdefault(algo, []).append([upd, mem, float(last["wall_s"])])
     with AtomicText(out / "summary.csv") as f:
         w = csv.writer(f)
-        w.writerow(["algo", "seed", *[f"return@{m}" for m in marks], "final_eval_return", "wall_s", "env_steps",
-                    "s_per_iteration", "peak_mem_mb"])
+        w.writerow(
+            [
+                "algo",
+                "seed",
+                *[f"return@{m}" for m in marks],
+                "final_eval_return",
+                "wall_s",
+                "env_steps",
+                "s_per_iteration",
+                "peak_mem_mb",
+            ]
+        )
         w.writerows(rows)
     head = "| algo | seeds | " + " | ".join(f"{m // 1000}k" for m in marks) + " | final eval (det.) |"
-    lines = [f"Training-episode return on {env} (mean ± std over seeds; each value averages the last 5 iterations "
-             f"before the mark), and the final policy's deterministic return over 10 episodes.", "", head,
-             "|" + "---|" * (len(marks) + 3)]
+    lines = [
+        f"Training-episode return on {env} (mean ± std over seeds; each value averages the last 5 iterations "
+        f"before the mark), and the final policy's deterministic return over 10 episodes.",
+        "",
+        head,
+        "|" + "---|" * (len(marks) + 3),
+    ]
     for algo, vals in table.items():
         a = np.asarray(vals)
         cells = [f"{m:.0f} ± {s:.0f}" for m, s in zip(a.mean(0), a.std(0))]
@@ -113,11 +205,18 @@ def summarize(env: str, algos: list[str], seeds: list[int], steps: int, out: Pat
         c = np.asarray(c)
         lines.append(f"| {algo} | {c[:, 0].mean():.2f} | {np.nanmean(c[:, 1]):.0f} | {c[:, 2].mean():.0f} |")
     if {"ncdpo", "ppo"} <= table.keys():
-        r = np.mean(np.asarray(table["ncdpo"])[:, len(marks) - 1]) / np.mean(np.asarray(table["ppo"])[:, len(marks) - 1])
+        r = np.mean(np.asarray(table["ncdpo"])[:, len(marks) - 1]) / np.mean(
+            np.asarray(table["ppo"])[:, len(marks) - 1]
+        )
         lines += ["", f"NCDPO / MLP+PPO mean training return at {marks[-1] // 1000}k steps: {r:.2f}"]
     md = "\n".join(lines) + "\n"
     atomic_write_text(out / "table.md", md)
-    runs = [out / f"{env}__{a}__s{s}" for a in algos for s in seeds if (out / f"{env}__{a}__s{s}" / "progress.csv").is_file()]
+    runs = [
+        out / f"{env}__{a}__s{s}"
+        for a in algos
+        for s in seeds
+        if (out / f"{env}__{a}__s{s}" / "progress.csv").is_file()
+    ]
     if runs:
         plot_runs(runs, out / "curves.png", smooth_window=5, title=f"{env}: from scratch, mean ± std over seeds")
     return md
@@ -129,7 +228,12 @@ def main() -> None:
     ap.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], choices=sorted(VARIANTS), help="variants to run")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--steps", type=int, default=300_000)
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel, one torch thread each (default: the core count)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="runs in parallel, one torch thread each (default: the core count)",
+    )
     ap.add_argument("--out", default=str(ROOT / "results" / "from_scratch"))
     ap.add_argument("--summarize", action="store_true", help="only rebuild the summary from finished runs")
     args = ap.parse_args()

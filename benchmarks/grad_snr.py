@@ -31,12 +31,38 @@ def main() -> None:
     ap.add_argument("--n-steps", type=int, default=256, help="decisions per env per rollout (16 envs)")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
-    argv = ["train", "--init", a.init, "--config", str(ROOT / "configs" / "finetune_locomotion.yaml"),
-            "--critic.condition-on-mean", a.condition_on_mean, "--diffusion.sigma-exp", "fixed",
-            "--diffusion.sigma-exp-start", a.sigma, "--ppo.critic-warmup-iters", str(a.warmup + 5),
-            "--ppo.n-steps", str(a.n_steps), "--out-dir", "/tmp/ncdpo_grad_snr", "--run-name", "snr", "--overwrite",
-            "--progress", "false", "--eval-every", "0", "--tensorboard", "false", "--torch-threads", "1",
-            "--seed", str(a.seed)]
+    argv = [
+        "train",
+        "--init",
+        a.init,
+        "--config",
+        str(ROOT / "configs" / "finetune_locomotion.yaml"),
+        "--critic.condition-on-mean",
+        a.condition_on_mean,
+        "--diffusion.sigma-exp",
+        "fixed",
+        "--diffusion.sigma-exp-start",
+        a.sigma,
+        "--ppo.critic-warmup-iters",
+        str(a.warmup + 5),
+        "--ppo.n-steps",
+        str(a.n_steps),
+        "--out-dir",
+        "/tmp/ncdpo_grad_snr",
+        "--run-name",
+        "snr",
+        "--overwrite",
+        "--progress",
+        "false",
+        "--eval-every",
+        "0",
+        "--tensorboard",
+        "false",
+        "--torch-threads",
+        "1",
+        "--seed",
+        str(a.seed),
+    ]
     args, extra = build_parser().parse_known_args(argv)
     cfg = resolve_train_config(args, extra)
     cfg.total_env_steps = cfg.env.n_envs * cfg.ppo.n_steps * cfg.act_steps * (a.warmup + 1) - 100
@@ -61,11 +87,16 @@ def main() -> None:
                     idx = half[i : i + 512]
                     lp, _ = agent.log_prob_entropy(obs[idx], {k: v[idx] for k, v in store.items()})
                     gs = torch.autograd.grad(-(lp * adv_n[idx]).sum() / len(half), params, allow_unused=True)
-                    g += torch.cat([x.flatten() if x is not None else torch.zeros(p.numel()) for x, p in zip(gs, params)])
+                    g += torch.cat(
+                        [x.flatten() if x is not None else torch.zeros(p.numel()) for x, p in zip(gs, params)]
+                    )
                 grads.append(g)
             cos = float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0))
-            print(f"init={a.init} condition_on_mean={a.condition_on_mean} sigma={a.sigma} decisions per half={B // 2} "
-                  f"critic EV={out['losses/explained_variance']:.3f} cosine(half gradients)={cos:.3f}", flush=True)
+            print(
+                f"init={a.init} condition_on_mean={a.condition_on_mean} sigma={a.sigma} decisions per half={B // 2} "
+                f"critic EV={out['losses/explained_variance']:.3f} cosine(half gradients)={cos:.3f}",
+                flush=True,
+            )
 
     Trainer(cfg, after_update=probe).run()
 

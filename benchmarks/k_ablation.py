@@ -33,8 +33,24 @@ ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 CONFIG = REPO / "configs" / "finetune_locomotion.yaml"
 EVAL_SEED = 424242
-BC_ARGS = ["--horizon", "4", "--act-steps", "4", "--diffusion.hidden-dim", "256", "--diffusion.num-blocks", "2",
-           "--pretrain.steps", "20000", "--seed", "1", "--torch-threads", "1", "--progress", "false"]
+BC_ARGS = [
+    "--horizon",
+    "4",
+    "--act-steps",
+    "4",
+    "--diffusion.hidden-dim",
+    "256",
+    "--diffusion.num-blocks",
+    "2",
+    "--pretrain.steps",
+    "20000",
+    "--seed",
+    "1",
+    "--torch-threads",
+    "1",
+    "--progress",
+    "false",
+]
 
 
 def bc_checkpoint(task: str, k: int, out: Path) -> str:
@@ -43,24 +59,58 @@ def bc_checkpoint(task: str, k: int, out: Path) -> str:
     run = out / f"bc_K{k}"
     if not (run / "checkpoints" / "final.safetensors").is_file():
         with open(out / f"bc_K{k}.log", "w") as log:
-            subprocess.check_call([*NCDPO, "pretrain", "--dataset", f"shipped:{task}", "--diffusion.denoising-steps", str(k),
-                                   *BC_ARGS, "--out-dir", str(out), "--run-name", f"bc_K{k}", "--overwrite"],
-                                  stdout=log, stderr=subprocess.STDOUT)
+            subprocess.check_call(
+                [
+                    *NCDPO,
+                    "pretrain",
+                    "--dataset",
+                    f"shipped:{task}",
+                    "--diffusion.denoising-steps",
+                    str(k),
+                    *BC_ARGS,
+                    "--out-dir",
+                    str(out),
+                    "--run-name",
+                    f"bc_K{k}",
+                    "--overwrite",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
     return str(run)
 
 
 def variants(task: str, ks: list[int], ddim: bool, out: Path) -> dict[str, tuple[str, list[str]]]:
     v = {f"K{k}": (bc_checkpoint(task, k, out), []) for k in ks}
     if ddim:
-        v["K20-ddim5"] = (bc_checkpoint(task, 20, out), ["--diffusion.sampler", "ddim", "--diffusion.ddim-steps", "5",
-                                                         "--diffusion.ddim-eta", "1.0"])
+        v["K20-ddim5"] = (
+            bc_checkpoint(task, 20, out),
+            ["--diffusion.sampler", "ddim", "--diffusion.ddim-steps", "5", "--diffusion.ddim-eta", "1.0"],
+        )
     return v
 
 
 def run_one(name: str, init: str, extra: list[str], seed: int, steps: int, out: Path) -> str:
-    return run_train(out / f"{name}__s{seed}", [
-        "--init", init, "--config", str(CONFIG), *extra, "--seed", str(seed), "--total-env-steps", str(steps),
-        "--torch-threads", "1", "--progress", "false", "--keep-checkpoints", "1"])
+    return run_train(
+        out / f"{name}__s{seed}",
+        [
+            "--init",
+            init,
+            "--config",
+            str(CONFIG),
+            *extra,
+            "--seed",
+            str(seed),
+            "--total-env-steps",
+            str(steps),
+            "--torch-threads",
+            "1",
+            "--progress",
+            "false",
+            "--keep-checkpoints",
+            "1",
+        ],
+    )
 
 
 def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes: int) -> str:
@@ -68,8 +118,13 @@ def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes
     from ncdpo.plotting import plot_runs
 
     rows, means, lines, runs = [], {}, [], []
-    lines += [f"NCDPO fine-tuning on {task}, deterministic evaluation of the final policy over {episodes} episodes "
-              "(mean ± std over seeds).", "", "| variant | final return | seeds | update s / iter | wall s / run |", "|---|---|---|---|---|"]
+    lines += [
+        f"NCDPO fine-tuning on {task}, deterministic evaluation of the final policy over {episodes} episodes "
+        "(mean ± std over seeds).",
+        "",
+        "| variant | final return | seeds | update s / iter | wall s / run |",
+        "|---|---|---|---|---|",
+    ]
     for name in names:
         finals, upd, walls = [], [], []
         for seed in seeds:
@@ -78,8 +133,20 @@ def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes
                 continue
             res = run / "eval.json"
             if not res.is_file():
-                subprocess.check_call([*NCDPO, "eval", str(run), "--episodes", str(episodes), "--seed", str(EVAL_SEED),
-                                       "--json", str(res)], stdout=subprocess.DEVNULL)
+                subprocess.check_call(
+                    [
+                        *NCDPO,
+                        "eval",
+                        str(run),
+                        "--episodes",
+                        str(episodes),
+                        "--seed",
+                        str(EVAL_SEED),
+                        "--json",
+                        str(res),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
             ev = json.loads(res.read_text())
             with open(run / "progress.csv") as f:
                 log = list(csv.DictReader(f))
@@ -90,16 +157,28 @@ def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes
             runs.append(run)
         if finals:
             means[name] = float(np.mean(finals))
-            lines.append(f"| {name} | {np.mean(finals):.0f} ± {np.std(finals):.0f} | {len(finals)} | {np.mean(upd):.2f} | {np.mean(walls):.0f} |")
+            lines.append(
+                f"| {name} | {np.mean(finals):.0f} ± {np.std(finals):.0f} | {len(finals)} | {np.mean(upd):.2f} | "
+                f"{np.mean(walls):.0f} |"
+            )
     if len(means) > 1:
         vals = np.asarray(list(means.values()))
-        lines += ["", f"Spread of the variants' mean final return: (max - min) / mean = {(vals.max() - vals.min()) / vals.mean():.2f}"]
+        lines += [
+            "",
+            "Spread of the variants' mean final return: (max - min) / mean = "
+            f"{(vals.max() - vals.min()) / vals.mean():.2f}",
+        ]
     with AtomicText(out / "summary.csv") as f:
         w = csv.writer(f)
         w.writerow(["variant", "seed", "final_eval_return", "env_steps", "update_s_per_iter", "wall_s"])
         w.writerows(rows)
     if runs:
-        plot_runs(runs, out / "curves.png", y="eval/return_mean", title=f"{task}: NCDPO fine-tuning vs K, mean ± std over seeds")
+        plot_runs(
+            runs,
+            out / "curves.png",
+            y="eval/return_mean",
+            title=f"{task}: NCDPO fine-tuning vs K, mean ± std over seeds",
+        )
     md = "\n".join(lines) + "\n"
     atomic_write_text(out / "table.md", md)
     return md
@@ -112,7 +191,12 @@ def main() -> None:
     ap.add_argument("--ddim", action="store_true", help="also the K=20 policy with a 5-step DDIM sampler")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--steps", type=int, default=300_000)
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel, one torch thread each (default: the core count)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="runs in parallel, one torch thread each (default: the core count)",
+    )
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--out", default=str(ROOT / "results" / "k_ablation"))
     ap.add_argument("--summarize", action="store_true")

@@ -37,14 +37,33 @@ from _harness import NCDPO, eval_json, finished, run_train, seeds_on_disk  # noq
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
-CONFIGS = {"ncdpo": REPO / "configs" / "finetune_manipulation.yaml", "dppo": REPO / "configs" / "dppo_manipulation.yaml"}
+CONFIGS = {
+    "ncdpo": REPO / "configs" / "finetune_manipulation.yaml",
+    "dppo": REPO / "configs" / "dppo_manipulation.yaml",
+}
 EVAL_SEED = 424242
 
 
 def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
-    return run_train(out / f"{task}__{algo}__s{seed}", [
-        "--algo", algo, "--init", f"shipped:{task}", "--config", str(CONFIGS[algo]), "--seed", str(seed),
-        "--total-env-steps", str(steps), "--progress", "false", "--keep-checkpoints", "2"])
+    return run_train(
+        out / f"{task}__{algo}__s{seed}",
+        [
+            "--algo",
+            algo,
+            "--init",
+            f"shipped:{task}",
+            "--config",
+            str(CONFIGS[algo]),
+            "--seed",
+            str(seed),
+            "--total-env-steps",
+            str(steps),
+            "--progress",
+            "false",
+            "--keep-checkpoints",
+            "2",
+        ],
+    )
 
 
 def evaluate(target: str, res: Path, episodes: int, sampled: bool, n_envs: int) -> dict:
@@ -86,17 +105,36 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
                 walls.append(float(log[-1]["wall_s"]))
                 steps.append(int(log[-1]["env_steps"]))
                 runs.append(run)
-                rows.append([task, algo, seed, d["success_rate"], s["success_rate"], bc_det["success_rate"],
-                             bc_smp["success_rate"], steps[-1], walls[-1]])
+                rows.append(
+                    [
+                        task,
+                        algo,
+                        seed,
+                        d["success_rate"],
+                        s["success_rate"],
+                        bc_det["success_rate"],
+                        bc_smp["success_rate"],
+                        steps[-1],
+                        walls[-1],
+                    ]
+                )
             if not runs:
                 continue
             task_runs += runs
-            lines.append(f"| {task} | {100 * demo:.0f} | {100 * bc_det['success_rate']:.0f} | {100 * bc_smp['success_rate']:.0f} | "
-                         f"{algo} | {int(np.mean(steps))} | {len(runs)} | {fmt(det)} | {fmt(smp)} | {np.mean(walls) / 60:.0f} | "
-                         f"{np.mean(steps) / np.mean(walls):.0f} |")
+            lines.append(
+                f"| {task} | {100 * demo:.0f} | {100 * bc_det['success_rate']:.0f} | "
+                f"{100 * bc_smp['success_rate']:.0f} | "
+                f"{algo} | {int(np.mean(steps))} | {len(runs)} | {fmt(det)} | {fmt(smp)} | {np.mean(walls) / 60:.0f} | "
+                f"{np.mean(steps) / np.mean(walls):.0f} |"
+            )
         if task_runs:
-            plot_runs(task_runs, out / f"curves_{task}.png", y="charts/success_rate", smooth_window=3,
-                      title=f"{task}: success of training episodes (sampled policy), mean ± std over seeds")
+            plot_runs(
+                task_runs,
+                out / f"curves_{task}.png",
+                y="charts/success_rate",
+                smooth_window=3,
+                title=f"{task}: success of training episodes (sampled policy), mean ± std over seeds",
+            )
         # each task keeps its own table, so a harness call for one task never drops another task's results
         with AtomicText(out / "summary.csv") as f:
             w = csv.writer(f)
@@ -106,21 +144,38 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
     return merge_tables(root, episodes)
 
 
-SUMMARY_HEADER = ["task", "algo", "seed", "success_det", "success_smp", "bc_success_det", "bc_success_smp", "env_steps", "wall_s"]
+SUMMARY_HEADER = [
+    "task",
+    "algo",
+    "seed",
+    "success_det",
+    "success_smp",
+    "bc_success_det",
+    "bc_success_smp",
+    "env_steps",
+    "wall_s",
+]
 
 
 def table_header(episodes: int) -> list[str]:
-    return [f"Success rate in % over {episodes} evaluation episodes (eval seed {EVAL_SEED}); fine-tuned: mean ± std over "
-            "seeds. det = deterministic policy (no exploration noise), smp = sampled policy.", "",
-            "| task | demonstrator | BC det | BC smp | algo | env steps | seeds | fine-tuned det | fine-tuned smp | "
-            "wall min / run | env steps/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    return [
+        f"Success rate in % over {episodes} evaluation episodes (eval seed {EVAL_SEED}); fine-tuned: mean ± std over "
+        "seeds. det = deterministic policy (no exploration noise), smp = sampled policy.",
+        "",
+        "| task | demonstrator | BC det | BC smp | algo | env steps | seeds | fine-tuned det | fine-tuned smp | "
+        "wall min / run | env steps/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
 
 
 def merge_tables(root: Path, episodes: int) -> str:
-    """``root/summary.csv`` and ``root/table.md``: every task's own summary and table (lift, can, square, transport first)."""
+    """``root/summary.csv`` and ``root/table.md``: every task's own summary and table (lift, can, square, transport
+    first)."""
     order = {t: i for i, t in enumerate(["lift", "can", "square", "transport"])}
-    tasks = sorted((d.name for d in root.iterdir() if (d / "summary.csv").is_file() and (d / "table.md").is_file()),
-                   key=lambda t: (order.get(t, len(order)), t))
+    tasks = sorted(
+        (d.name for d in root.iterdir() if (d / "summary.csv").is_file() and (d / "table.md").is_file()),
+        key=lambda t: (order.get(t, len(order)), t),
+    )
     rows, lines = [], []
     for task in tasks:
         with open(root / task / "summary.csv") as f:
@@ -151,9 +206,28 @@ def raw_throughput(task: str, n_envs: int, decisions: int, train_steps: int, roo
     raw = steps / (time.perf_counter() - t0)
     envs.close()
     run = root / task / "throughput_ncdpo"
-    subprocess.check_call([*NCDPO, "train", "--init", f"shipped:{task}", "--config", str(CONFIGS["ncdpo"]),
-                           "--total-env-steps", str(train_steps), "--progress", "false", "--tensorboard", "false",
-                           "--out-dir", str(run.parent), "--run-name", run.name, "--overwrite"], stdout=subprocess.DEVNULL)
+    subprocess.check_call(
+        [
+            *NCDPO,
+            "train",
+            "--init",
+            f"shipped:{task}",
+            "--config",
+            str(CONFIGS["ncdpo"]),
+            "--total-env-steps",
+            str(train_steps),
+            "--progress",
+            "false",
+            "--tensorboard",
+            "false",
+            "--out-dir",
+            str(run.parent),
+            "--run-name",
+            run.name,
+            "--overwrite",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     with open(run / "progress.csv") as f:
         log = list(csv.DictReader(f))[1:]  # the first iteration includes starting the workers
     steps = sum(int(r["env_steps"]) for r in log[-1:]) - int(log[0]["env_steps"]) if len(log) > 1 else 0
@@ -161,11 +235,24 @@ def raw_throughput(task: str, n_envs: int, decisions: int, train_steps: int, roo
     train = steps / wall if wall > 0 else float("nan")
     rollout = np.mean([float(r["perf/rollout_s"]) for r in log]) if "perf/rollout_s" in log[0] else float("nan")
     update = np.mean([float(r["perf/update_s"]) for r in log])
-    md = (f"| {task} | {n_envs} subprocess envs | raw (random actions) {raw:.0f} env steps/s | NCDPO training {train:.0f} "
-          f"env steps/s | ratio {train / raw:.2f} | rollout {rollout:.1f} s / iter | update {update:.1f} s / iter |\n")
+    md = (
+        f"| {task} | {n_envs} subprocess envs | raw (random actions) {raw:.0f} env steps/s | NCDPO training "
+        f"{train:.0f} "
+        f"env steps/s | ratio {train / raw:.2f} | rollout {rollout:.1f} s / iter | update {update:.1f} s / iter |\n"
+    )
     with AtomicText(root / task / "throughput.csv") as f:
         w = csv.writer(f)
-        w.writerow(["task", "n_envs", "raw_env_steps_per_s", "train_env_steps_per_s", "ratio", "rollout_s_per_iter", "update_s_per_iter"])
+        w.writerow(
+            [
+                "task",
+                "n_envs",
+                "raw_env_steps_per_s",
+                "train_env_steps_per_s",
+                "ratio",
+                "rollout_s_per_iter",
+                "update_s_per_iter",
+            ]
+        )
         w.writerow([task, n_envs, raw, train, train / raw, rollout, update])
     return md
 
@@ -181,7 +268,9 @@ def main() -> None:
     ap.add_argument("--eval-envs", type=int, default=8)
     ap.add_argument("--out", default=str(ROOT / "results" / "manipulation"))
     ap.add_argument("--summarize", action="store_true", help="only rebuild the summary from finished runs")
-    ap.add_argument("--raw-throughput", action="store_true", help="only measure env steps/s (raw env vs training) on the first task")
+    ap.add_argument(
+        "--raw-throughput", action="store_true", help="only measure env steps/s (raw env vs training) on the first task"
+    )
     args = ap.parse_args()
     root = Path(args.out)
     for task in args.tasks:

@@ -40,17 +40,53 @@ VARIANTS = {
     "ppo": ("ppo", ["--gaussian.hidden-dims", "64", "64"]),
     "ncdpo": ("ncdpo", ["--diffusion.denoising-steps", "5", "--diffusion.hidden-dim", "128", "--ppo.actor-lr", "3e-4"]),
     # logits bounded to [-2, 2] instead of [-4, 4]: the policy stays closer to uniform (GRF tuning, RESULTS section 7)
-    "ncdpo-ls2": ("ncdpo", ["--diffusion.denoising-steps", "5", "--diffusion.hidden-dim", "128", "--ppo.actor-lr", "3e-4",
-                            "--diffusion.logit-scale", "2"]),
+    "ncdpo-ls2": (
+        "ncdpo",
+        [
+            "--diffusion.denoising-steps",
+            "5",
+            "--diffusion.hidden-dim",
+            "128",
+            "--ppo.actor-lr",
+            "3e-4",
+            "--diffusion.logit-scale",
+            "2",
+        ],
+    ),
     # the denoiser predicts x0, not the noise: from a random init the logits start near-uniform and independent of
     # the chain noise, instead of a noise-picked random action per draw (RESULTS section 7)
-    "ncdpo-x0": ("ncdpo", ["--diffusion.denoising-steps", "5", "--diffusion.hidden-dim", "128", "--ppo.actor-lr", "3e-4",
-                           "--diffusion.prediction", "x0"]),
+    "ncdpo-x0": (
+        "ncdpo",
+        [
+            "--diffusion.denoising-steps",
+            "5",
+            "--diffusion.hidden-dim",
+            "128",
+            "--ppo.actor-lr",
+            "3e-4",
+            "--diffusion.prediction",
+            "x0",
+        ],
+    ),
     # x0, and the denoiser initialised like the MLP baselines: orthogonal (gain sqrt 2), output layer scaled to 0.01
     # (simple_spread tuning, benchmarks/results/multiagent_tuning/README.md)
-    "ncdpo-x0-orth": ("ncdpo", ["--diffusion.denoising-steps", "5", "--diffusion.hidden-dim", "128", "--ppo.actor-lr",
-                                "3e-4", "--diffusion.prediction", "x0", "--diffusion.init", "orthogonal",
-                                "--diffusion.out-init-scale", "0.01"]),
+    "ncdpo-x0-orth": (
+        "ncdpo",
+        [
+            "--diffusion.denoising-steps",
+            "5",
+            "--diffusion.hidden-dim",
+            "128",
+            "--ppo.actor-lr",
+            "3e-4",
+            "--diffusion.prediction",
+            "x0",
+            "--diffusion.init",
+            "orthogonal",
+            "--diffusion.out-init-scale",
+            "0.01",
+        ],
+    ),
 }
 
 
@@ -60,8 +96,10 @@ def run_dir(out: Path, task: str, algo: str, seed: int) -> Path:
 
 def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
     name, extra = VARIANTS[algo]
-    return run_train(run_dir(out, task, algo, seed), ["--algo", name, "--env", task, "--seed", str(seed),
-                                                      "--total-env-steps", str(steps), *COMMON, *extra])
+    return run_train(
+        run_dir(out, task, algo, seed),
+        ["--algo", name, "--env", task, "--seed", str(seed), "--total-env-steps", str(steps), *COMMON, *extra],
+    )
 
 
 def value_at(log: list[dict], step: int, key: str, window: int = 5) -> float:
@@ -95,38 +133,81 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], steps: int, 
                 has_success = has_success or not math.isnan(det["success_rate"])
                 vals = [value_at(log, m, "charts/episodic_return") for m in marks]
                 sps = float(np.mean([float(r["charts/SPS"]) for r in log]))
-                rec = [*vals, det["return_mean"], smp["return_mean"], det["success_rate"], smp["success_rate"], sps,
-                       float(log[-1]["wall_s"])]
+                rec = [
+                    *vals,
+                    det["return_mean"],
+                    smp["return_mean"],
+                    det["success_rate"],
+                    smp["success_rate"],
+                    sps,
+                    float(log[-1]["wall_s"]),
+                ]
                 table.setdefault(algo, []).append(rec)
                 rows.append([task, algo, seed, *rec])
-        task_lines = [f"### {task}", "", f"Team return of training episodes (mean ± std over seeds; each value averages "
-                      f"the last 5 iterations before the mark); final policy over {episodes} episodes, most likely "
-                      "action (det.) and sampled.", "",
-                      "| algo | seeds | " + " | ".join(f"{m // 1000}k" for m in marks) + " | final det. | final sampled |"
-                      + (" win det. | win sampled |" if has_success else "") + " env steps/s | wall s / run |",
-                      "|" + "---|" * (len(marks) + 6 + (2 if has_success else 0))]
+        task_lines = [
+            f"### {task}",
+            "",
+            f"Team return of training episodes (mean ± std over seeds; each value averages "
+            f"the last 5 iterations before the mark); final policy over {episodes} episodes, most likely "
+            "action (det.) and sampled.",
+            "",
+            "| algo | seeds | "
+            + " | ".join(f"{m // 1000}k" for m in marks)
+            + " | final det. | final sampled |"
+            + (" win det. | win sampled |" if has_success else "")
+            + " env steps/s | wall s / run |",
+            "|" + "---|" * (len(marks) + 6 + (2 if has_success else 0)),
+        ]
         for algo, recs in table.items():
             a = np.asarray(recs, np.float64)
             cells = [f"{m:.2f} ± {s:.2f}" for m, s in zip(a.mean(0)[: len(marks) + 2], a.std(0)[: len(marks) + 2])]
             if has_success:
-                cells += [f"{100 * m:.0f}% ± {100 * s:.0f}" for m, s in zip(a.mean(0)[len(marks) + 2 : len(marks) + 4],
-                                                                          a.std(0)[len(marks) + 2 : len(marks) + 4])]
+                cells += [
+                    f"{100 * m:.0f}% ± {100 * s:.0f}"
+                    for m, s in zip(
+                        a.mean(0)[len(marks) + 2 : len(marks) + 4], a.std(0)[len(marks) + 2 : len(marks) + 4]
+                    )
+                ]
             cells += [f"{a[:, -2].mean():.0f}", f"{a[:, -1].mean():.0f}"]
             task_lines.append(f"| {algo} | {len(recs)} | " + " | ".join(cells) + " |")
         task_lines.append("")
         lines += task_lines
-        runs = [run_dir(out, task, a, s) for a in algos for s in task_seeds if (run_dir(out, task, a, s) / "progress.csv").is_file()]
+        runs = [
+            run_dir(out, task, a, s)
+            for a in algos
+            for s in task_seeds
+            if (run_dir(out, task, a, s) / "progress.csv").is_file()
+        ]
         if not runs:
             continue
-        plot_runs(runs, out / task / "curves.png", smooth_window=5, title=f"{task}: NCDPO vs MLP+MAPPO, mean ± std over seeds")
+        plot_runs(
+            runs, out / task / "curves.png", smooth_window=5, title=f"{task}: NCDPO vs MLP+MAPPO, mean ± std over seeds"
+        )
         if has_success:
-            plot_runs(runs, out / task / "win_rate.png", y="charts/success_rate", smooth_window=5,
-                      title=f"{task}: win rate of training episodes")
+            plot_runs(
+                runs,
+                out / task / "win_rate.png",
+                y="charts/success_rate",
+                smooth_window=5,
+                title=f"{task}: win rate of training episodes",
+            )
         # each task has its own table, so harness calls for different tasks never overwrite each other's
         with AtomicText(out / task / "summary.csv") as f:
             w = csv.writer(f)
-            w.writerow(["task", "algo", "seed", *[f"return@{m}" for m in marks], "final_det_return",
-                        "final_sampled_return", "final_det_win", "final_sampled_win", "train_env_steps_per_s", "wall_s"])
+            w.writerow(
+                [
+                    "task",
+                    "algo",
+                    "seed",
+                    *[f"return@{m}" for m in marks],
+                    "final_det_return",
+                    "final_sampled_return",
+                    "final_det_win",
+                    "final_sampled_win",
+                    "train_env_steps_per_s",
+                    "wall_s",
+                ]
+            )
             w.writerows(rows)
         atomic_write_text(out / task / "table.md", "\n".join(task_lines) + "\n")
     return "\n".join(lines) + "\n"
@@ -171,8 +252,10 @@ def main() -> None:
 
         for task in a.tasks:
             n = int(task_preset(task).get("env.n_envs", 16))
-            print(f"{task}: raw vector env ({n} envs, random actions, 20 s): {raw_throughput(task, n):.0f} env steps/s",
-                  flush=True)
+            print(
+                f"{task}: raw vector env ({n} envs, random actions, 20 s): {raw_throughput(task, n):.0f} env steps/s",
+                flush=True,
+            )
         return
     if not a.summarize:
         jobs = [(t, al, s) for t in a.tasks for s in a.seeds for al in a.algos]

@@ -25,7 +25,6 @@ import csv
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
@@ -35,7 +34,9 @@ from ncdpo.envs.registry import action_mask, make_vec_env  # noqa: E402
 from ncdpo.policies.categorical import categorical_entropy  # noqa: E402
 
 
-def collect_states(agent, obs_norm, env_id: str, n_states: int, n_envs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def collect_states(
+    agent, obs_norm, env_id: str, n_states: int, n_envs: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Normalised observations (and masks) met by the sampled policy, about ``n_states`` rows."""
     envs = make_vec_env(env_id, n_envs, 1, 0, "sync")
     try:
@@ -57,7 +58,9 @@ def collect_states(agent, obs_norm, env_id: str, n_states: int, n_envs: int, see
 
 
 @torch.no_grad()
-def noise_stats(agent, obs: torch.Tensor, mask: torch.Tensor | None, n_noises: int, gen: torch.Generator) -> dict[str, float]:
+def noise_stats(
+    agent, obs: torch.Tensor, mask: torch.Tensor | None, n_noises: int, gen: torch.Generator
+) -> dict[str, float]:
     policy = agent.policy
     x = agent.actor_obs(obs)
     if not hasattr(policy, "sample_noise"):  # the MLP: no chain noise
@@ -74,8 +77,11 @@ def noise_stats(agent, obs: torch.Tensor, mask: torch.Tensor | None, n_noises: i
     a = torch.stack(arg)  # (noises, states)
     n_act = p.shape[-1]
     counts = torch.stack([(a == k).sum(0) for k in range(n_act)], -1)  # (states, actions)
-    return {"per_noise_entropy": float(torch.stack(ents).mean()), "marginal_entropy": float(marginal.mean()),
-            "argmax_agree": float((counts.max(-1).values.float() / n_noises).mean())}
+    return {
+        "per_noise_entropy": float(torch.stack(ents).mean()),
+        "marginal_entropy": float(marginal.mean()),
+        "argmax_agree": float((counts.max(-1).values.float() / n_noises).mean()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@
 16 fixed initial states (reset seeds 100-115) x 4 noise seeds (torch seeds 0-3), deterministic policy: prints
 the success matrix (rows: states), the per-state mean and the overall success (benchmarks/RESULTS.md, section 6).
 """
+
 import sys
 
 import numpy as np
@@ -28,11 +29,15 @@ def main() -> None:
             out = agent.act(torch.as_tensor(norm(obs)), True)
             obs, r, term, trunc, info = envs.step(out.action.numpy())
             for i in np.nonzero(term | trunc)[0]:
-                if np.isnan(got[i]): got[i] = float(term[i])
+                if np.isnan(got[i]):
+                    got[i] = float(term[i])
         res[:, k] = got
     envs.close()
-    print(sys.argv[1]); print(res.astype(int)); print("per-state mean", res.mean(1)); print("overall", res.mean())
-    
+    print(sys.argv[1])
+    print(res.astype(int))
+    print("per-state mean", res.mean(1))
+    print("overall", res.mean())
+
 
 if __name__ == "__main__":
     main()

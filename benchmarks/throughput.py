@@ -51,16 +51,41 @@ def raw_env_sps(env_id: str, n_envs: int, act_steps: int, decisions: int) -> flo
     return steps / dt
 
 
-def train_sps(env_id: str, horizon: int, act_steps: int, iters: int, extra: list[str], algo: str = "ncdpo") -> tuple[float, float, float]:
+def train_sps(
+    env_id: str, horizon: int, act_steps: int, iters: int, extra: list[str], algo: str = "ncdpo"
+) -> tuple[float, float, float]:
     """(env steps/s, rollout s/iter, update s/iter) of a short training run, first iteration excluded."""
-    from ncdpo.training.trainer import train
     from ncdpo.cli import build_parser, resolve_train_config
+    from ncdpo.training.trainer import train
 
     with tempfile.TemporaryDirectory() as d:
         n_steps = 128 // act_steps
-        argv = ["train", "--algo", algo, "--env", env_id, "--horizon", str(horizon), "--act-steps", str(act_steps),
-                "--ppo.n-steps", str(n_steps), "--env.n-envs", "16", "--total-env-steps", str(16 * 128 * iters),
-                "--out-dir", d, "--run-name", "t", "--progress", "false", "--tensorboard", "false", *extra]
+        argv = [
+            "train",
+            "--algo",
+            algo,
+            "--env",
+            env_id,
+            "--horizon",
+            str(horizon),
+            "--act-steps",
+            str(act_steps),
+            "--ppo.n-steps",
+            str(n_steps),
+            "--env.n-envs",
+            "16",
+            "--total-env-steps",
+            str(16 * 128 * iters),
+            "--out-dir",
+            d,
+            "--run-name",
+            "t",
+            "--progress",
+            "false",
+            "--tensorboard",
+            "false",
+            *extra,
+        ]
         args, rest = build_parser().parse_known_args(argv)
         run = train(resolve_train_config(args, rest))
         with open(run / "progress.csv") as f:
@@ -109,7 +134,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="Hopper-v5")
     ap.add_argument("--iters", type=int, default=5, help="training iterations per setting (first one excluded)")
-    ap.add_argument("--out", default="", help="CSV to write (default: results/throughput.csv, or throughput_algos.csv with --algos-only)")
+    ap.add_argument(
+        "--out",
+        default="",
+        help="CSV to write (default: results/throughput.csv, or throughput_algos.csv with --algos-only)",
+    )
     ap.add_argument("--algos-only", action="store_true", help="only the NCDPO vs DPPO comparison (5.)")
     args = ap.parse_args()
     args.out = args.out or str(ROOT / "results" / ("throughput_algos.csv" if args.algos_only else "throughput.csv"))
@@ -119,9 +148,13 @@ def main() -> None:
     for algo, extra in (("ncdpo", []), ("dppo", ["--ppo.minibatch-size", "2560", "--dppo.ft-denoising-steps", "10"])):
         sps, ro, up = train_sps(args.env, 4, 4, args.iters, ["--diffusion.denoising-steps", "10", *extra], algo)
         tag = f"{algo},horizon=4,act_steps=4,K=10"
-        rows += [(tag, "train_env_steps_per_s", sps), (tag, "rollout_s_per_iter", ro), (tag, "update_s_per_iter", up),
-                 (tag, "s_per_env_step", 1.0 / sps)]
-    for horizon, act in (() if args.algos_only else ((1, 1), (4, 4))):
+        rows += [
+            (tag, "train_env_steps_per_s", sps),
+            (tag, "rollout_s_per_iter", ro),
+            (tag, "update_s_per_iter", up),
+            (tag, "s_per_env_step", 1.0 / sps),
+        ]
+    for horizon, act in () if args.algos_only else ((1, 1), (4, 4)):
         raw = raw_env_sps(args.env, 16, act, 1024 // act)
         sps, ro, up = train_sps(args.env, horizon, act, args.iters, [])
         _, _, up_ck = train_sps(args.env, horizon, act, 3, ["--diffusion.grad-checkpoint", "true"])
@@ -134,11 +167,13 @@ def main() -> None:
             (tag, "update_s_per_iter", up),
             (tag, "update_s_per_iter_grad_checkpoint", up_ck),
         ]
-    for K in (() if args.algos_only else (10, 50)):
+    for K in () if args.algos_only else (10, 50):
         for ck in (False, True):
             m = update_memory(K, ck)
-            rows += [(f"K={K},grad_checkpoint={ck}", "update_peak_mib", m["peak_mib"]),
-                     (f"K={K},grad_checkpoint={ck}", "one_epoch_update_s", m["update_s"])]
+            rows += [
+                (f"K={K},grad_checkpoint={ck}", "update_peak_mib", m["peak_mib"]),
+                (f"K={K},grad_checkpoint={ck}", "one_epoch_update_s", m["update_s"]),
+            ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with AtomicText(args.out) as f:
         w = csv.writer(f)

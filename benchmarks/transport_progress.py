@@ -30,7 +30,9 @@ def main() -> None:
     ap.add_argument("path", help="a run folder or checkpoint trained on transport")
     ap.add_argument("--episodes", type=int, default=8)
     ap.add_argument("--sampled", action="store_true", help="sample the chain's last step (default: deterministic)")
-    ap.add_argument("--seed", type=int, default=1000, help="reset seed of the first episode (torch is seeded with it too)")
+    ap.add_argument(
+        "--seed", type=int, default=1000, help="reset seed of the first episode (torch is seeded with it too)"
+    )
     ap.add_argument("--json", default="", help="also write the per-episode flags and the fractions here")
     a = ap.parse_args()
 
@@ -51,8 +53,9 @@ def main() -> None:
     for ep in range(a.episodes):
         obs, _ = envs.reset(seed=a.seed + ep)
         start_lid = np.asarray(inner.last_raw_obs["lid_handle_pos"], np.float64).copy()
-        f = dict.fromkeys(("lid_off", "trash_binned", "hammer_lifted", "hammer_past_middle", "hammer_in_target",
-                           "success"), False)
+        f = dict.fromkeys(
+            ("lid_off", "trash_binned", "hammer_lifted", "hammer_past_middle", "hammer_in_target", "success"), False
+        )
         while True:
             with torch.no_grad():
                 out = agent.act(torch.as_tensor(obs_norm(obs)), not a.sampled)
@@ -73,9 +76,21 @@ def main() -> None:
     frac = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     print(json.dumps(frac))
     if a.json:
-        atomic_write_text(Path(a.json), json.dumps({"path": str(a.path), "episodes": a.episodes, "seed": a.seed,
-                                                     "mode": "sampled" if a.sampled else "deterministic",
-                                                     "fractions": frac, "per_episode": rows}, indent=2) + "\n")
+        atomic_write_text(
+            Path(a.json),
+            json.dumps(
+                {
+                    "path": str(a.path),
+                    "episodes": a.episodes,
+                    "seed": a.seed,
+                    "mode": "sampled" if a.sampled else "deterministic",
+                    "fractions": frac,
+                    "per_episode": rows,
+                },
+                indent=2,
+            )
+            + "\n",
+        )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,18 @@ NCDPO = [sys.executable, "-m", "ncdpo.cli"]
 ASSETS = ROOT / "src" / "ncdpo" / "assets" / "locomotion"
 
 # Diffusion policy used for every shipped checkpoint (DPPO's locomotion shape with K=10).
-BC_ARGS = ["--horizon", "4", "--act-steps", "4", "--diffusion.denoising-steps", "10", "--diffusion.hidden-dim", "256",
-           "--diffusion.num-blocks", "2"]
+BC_ARGS = [
+    "--horizon",
+    "4",
+    "--act-steps",
+    "4",
+    "--diffusion.denoising-steps",
+    "10",
+    "--diffusion.hidden-dim",
+    "256",
+    "--diffusion.num-blocks",
+    "2",
+]
 
 
 def sh(cmd: list[str], log: Path | None = None) -> None:
@@ -66,16 +76,46 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     expert_run = work / "expert"
     if not (expert_run / "checkpoints" / "final.safetensors").is_file():
-        sh([*NCDPO, "train", "--algo", "ppo", "--env", task, "--seed", str(a.seed), "--total-env-steps", str(a.expert_steps),
-            "--out-dir", str(work), "--run-name", "expert", "--overwrite", "--eval-every", str(a.eval_every),
-            "--save-every", str(a.eval_every), "--keep-checkpoints", "0", "--eval-episodes", "5", "--progress", "false",
-            "--torch-threads", "1"], work / "expert.log")
+        sh(
+            [
+                *NCDPO,
+                "train",
+                "--algo",
+                "ppo",
+                "--env",
+                task,
+                "--seed",
+                str(a.seed),
+                "--total-env-steps",
+                str(a.expert_steps),
+                "--out-dir",
+                str(work),
+                "--run-name",
+                "expert",
+                "--overwrite",
+                "--eval-every",
+                str(a.eval_every),
+                "--save-every",
+                str(a.eval_every),
+                "--keep-checkpoints",
+                "0",
+                "--eval-episodes",
+                "5",
+                "--progress",
+                "false",
+                "--torch-threads",
+                "1",
+            ],
+            work / "expert.log",
+        )
     expert = eval_json(expert_run, work / "expert_eval.json", 10)
 
     # The medium policy: stop early, at the checkpoint closest to medium_frac x expert before it is passed.
     target = a.medium_frac * expert["return_mean"]
     with open(expert_run / "progress.csv") as f:
-        evals = [(int(r["iteration"]), float(r["eval/return_mean"])) for r in csv.DictReader(f) if r["eval/return_mean"]]
+        evals = [
+            (int(r["iteration"]), float(r["eval/return_mean"])) for r in csv.DictReader(f) if r["eval/return_mean"]
+        ]
     have = [(it, r) for it, r in evals if (expert_run / "checkpoints" / f"iter_{it:06d}.safetensors").is_file()]
     first = next((i for i, (_, r) in enumerate(have) if r >= target), len(have) - 1)
     it, _ = min(have[: first + 1], key=lambda x: abs(x[1] - target))
@@ -84,32 +124,84 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
 
     for name, ck in (("medium", medium_ck), ("expert", expert_run)):
         if not (work / f"{name}.hdf5").is_file():
-            sh([*NCDPO, "collect", str(ck), "--out", str(work / f"{name}.hdf5"), "--transitions", str(a.transitions),
-                "--seed", str(a.seed), "--deterministic", "--action-noise", str(a.action_noise)])
+            sh(
+                [
+                    *NCDPO,
+                    "collect",
+                    str(ck),
+                    "--out",
+                    str(work / f"{name}.hdf5"),
+                    "--transitions",
+                    str(a.transitions),
+                    "--seed",
+                    str(a.seed),
+                    "--deterministic",
+                    "--action-noise",
+                    str(a.action_noise),
+                ]
+            )
     if not (work / "medium_expert.hdf5").is_file():
         m, e = load_dataset(work / "medium.hdf5"), load_dataset(work / "expert.hdf5")
         cut = m.meta.get("cut_episodes", []) + [len(m.episodes) + i for i in e.meta.get("cut_episodes", [])]
-        Dataset(m.episodes + e.episodes, task, m.action_low, m.action_high,
-                {"parts": ["medium", "expert"], "cut_episodes": cut}).save(work / "medium_expert.hdf5")
+        Dataset(
+            m.episodes + e.episodes,
+            task,
+            m.action_low,
+            m.action_high,
+            {"parts": ["medium", "expert"], "cut_episodes": cut},
+        ).save(work / "medium_expert.hdf5")
 
     bc_run = work / "medium_bc"
     if not (bc_run / "checkpoints" / "final.safetensors").is_file():
-        sh([*NCDPO, "pretrain", "--dataset", str(work / "medium.hdf5"), *BC_ARGS, "--pretrain.steps", str(a.bc_steps),
-            "--eval-every", str(a.bc_steps // 4), "--eval-episodes", "10", "--out-dir", str(work), "--run-name", "medium_bc",
-            "--overwrite", "--progress", "false", "--seed", str(a.seed), "--torch-threads", "1"], work / "medium_bc.log")
+        sh(
+            [
+                *NCDPO,
+                "pretrain",
+                "--dataset",
+                str(work / "medium.hdf5"),
+                *BC_ARGS,
+                "--pretrain.steps",
+                str(a.bc_steps),
+                "--eval-every",
+                str(a.bc_steps // 4),
+                "--eval-episodes",
+                "10",
+                "--out-dir",
+                str(work),
+                "--run-name",
+                "medium_bc",
+                "--overwrite",
+                "--progress",
+                "false",
+                "--seed",
+                str(a.seed),
+                "--torch-threads",
+                "1",
+            ],
+            work / "medium_bc.log",
+        )
     bc = eval_json(bc_run, work / "medium_bc_eval.json", 20)
 
     stats = {n: load_dataset(work / f"{n}.hdf5").stats() for n in ("medium", "expert", "medium_expert")}
     summary = {
-        "task": task, "expert_env_steps": a.expert_steps, "expert_return": expert["return_mean"],
-        "expert_return_std": expert["return_std"], "medium_iteration": it, "medium_return": medium["return_mean"],
+        "task": task,
+        "expert_env_steps": a.expert_steps,
+        "expert_return": expert["return_mean"],
+        "expert_return_std": expert["return_std"],
+        "medium_iteration": it,
+        "medium_return": medium["return_mean"],
         "collect": {"deterministic": True, "action_noise": a.action_noise, "transitions": a.transitions},
-        "datasets": stats, "bc_return": bc["return_mean"], "bc_return_std": bc["return_std"], "bc_steps": a.bc_steps,
+        "datasets": stats,
+        "bc_return": bc["return_mean"],
+        "bc_return_std": bc["return_std"],
+        "bc_steps": a.bc_steps,
     }
     dest = ASSETS / task
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(work / "medium.hdf5", dest / "medium.hdf5")
-    export_policy(bc_run / "checkpoints" / "final.safetensors", dest / "medium_bc.safetensors")  # without training state
+    export_policy(
+        bc_run / "checkpoints" / "final.safetensors", dest / "medium_bc.safetensors"
+    )  # without training state
     (dest / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -121,7 +213,12 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=20, help="iterations between expert evaluations/checkpoints")
     ap.add_argument("--medium-frac", type=float, default=0.4)
     ap.add_argument("--transitions", type=int, default=20_000, help="env steps per collected dataset")
-    ap.add_argument("--action-noise", type=float, default=0.1, help="std of the Gaussian noise added to the policy mean when collecting")
+    ap.add_argument(
+        "--action-noise",
+        type=float,
+        default=0.1,
+        help="std of the Gaussian noise added to the policy mean when collecting",
+    )
     ap.add_argument("--bc-steps", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--work", default=str(ROOT / "data_gen"))
@@ -129,8 +226,12 @@ def main() -> None:
     for task in a.tasks:
         s = make_task(task, a)
         d = s["datasets"]["medium"]
-        print(f"{task}: expert {s['expert_return']:.0f}, medium policy {s['medium_return']:.0f}, medium dataset "
-              f"{d['complete_return_mean']:.0f} ± {d['complete_return_std']:.0f} over complete episodes ({d['transitions']} transitions), BC {s['bc_return']:.0f}", flush=True)
+        print(
+            f"{task}: expert {s['expert_return']:.0f}, medium policy {s['medium_return']:.0f}, medium dataset "
+            f"{d['complete_return_mean']:.0f} ± {d['complete_return_std']:.0f} over complete episodes "
+            f"({d['transitions']} transitions), BC {s['bc_return']:.0f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,22 @@ TASK_DEFAULTS = {"square": {"episodes": 300, "bc_steps": 60_000}, "transport": {
 
 def eval_json(path: Path, out: Path, episodes: int, sampled: bool, n_envs: int) -> dict:
     if not out.is_file():
-        sh([*NCDPO, "eval", str(path), "--episodes", str(episodes), "--seed", str(EVAL_SEED), "--n-envs", str(n_envs),
-            "--json", str(out), *(["--sampled"] if sampled else [])])
+        sh(
+            [
+                *NCDPO,
+                "eval",
+                str(path),
+                "--episodes",
+                str(episodes),
+                "--seed",
+                str(EVAL_SEED),
+                "--n-envs",
+                str(n_envs),
+                "--json",
+                str(out),
+                *(["--sampled"] if sampled else []),
+            ]
+        )
     return json.loads(out.read_text())
 
 
@@ -58,17 +72,57 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
     demos = work / "demos.hdf5"
     if not demos.is_file():
         t0 = time.time()
-        sh([*NCDPO, "demos", task, "--episodes", str(episodes), "--noise", str(a.noise), "--offset", str(a.offset),
-            "--mistake", str(a.mistake),
-            "--seed", str(a.seed), "--workers", str(a.workers), "--out", str(demos)])
+        sh(
+            [
+                *NCDPO,
+                "demos",
+                task,
+                "--episodes",
+                str(episodes),
+                "--noise",
+                str(a.noise),
+                "--offset",
+                str(a.offset),
+                "--mistake",
+                str(a.mistake),
+                "--seed",
+                str(a.seed),
+                "--workers",
+                str(a.workers),
+                "--out",
+                str(demos),
+            ]
+        )
         (work / "demos_wall_s.txt").write_text(f"{time.time() - t0:.0f}\n")
     ds = load_dataset(demos)
 
     bc_run = work / "bc"
     if not (bc_run / "checkpoints" / "final.safetensors").is_file():
-        sh([*NCDPO, "pretrain", "--dataset", str(demos), *BC_ARGS, "--pretrain.steps", str(bc_steps),
-            "--eval-every", "0", "--out-dir", str(work), "--run-name", "bc", "--overwrite", "--progress", "false",
-            "--seed", "1", "--torch-threads", "1"], work / "bc.log")
+        sh(
+            [
+                *NCDPO,
+                "pretrain",
+                "--dataset",
+                str(demos),
+                *BC_ARGS,
+                "--pretrain.steps",
+                str(bc_steps),
+                "--eval-every",
+                "0",
+                "--out-dir",
+                str(work),
+                "--run-name",
+                "bc",
+                "--overwrite",
+                "--progress",
+                "false",
+                "--seed",
+                "1",
+                "--torch-threads",
+                "1",
+            ],
+            work / "bc.log",
+        )
     det = eval_json(bc_run, work / "bc_eval_deterministic.json", a.eval_episodes, False, a.eval_envs)
     smp = eval_json(bc_run, work / "bc_eval_sampled.json", a.eval_episodes, True, a.eval_envs)
 
@@ -79,13 +133,26 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
         by_skill.setdefault(sk, []).append(ok)
     summary = {
         "task": task,
-        "demos": {"episodes": st["episodes"], "transitions": st["transitions"], "success_rate": m["success_rate"],
-                  "success_rate_by_skill": {k: sum(v) / len(v) for k, v in sorted(by_skill.items())},
-                  "noise": m["noise"], "offset": m["offset"], "mistake": m["mistake"], "seed": m["seed"],
-                  "mistakes": sum(1 for x in m["slips"] if x), "length_mean": st["length_mean"]},
-        "bc": {"steps": bc_steps, "eval_episodes": a.eval_episodes, "eval_seed": EVAL_SEED,
-               "success_rate_deterministic": det["success_rate"], "success_rate_sampled": smp["success_rate"],
-               "length_mean_deterministic": det["length_mean"]},
+        "demos": {
+            "episodes": st["episodes"],
+            "transitions": st["transitions"],
+            "success_rate": m["success_rate"],
+            "success_rate_by_skill": {k: sum(v) / len(v) for k, v in sorted(by_skill.items())},
+            "noise": m["noise"],
+            "offset": m["offset"],
+            "mistake": m["mistake"],
+            "seed": m["seed"],
+            "mistakes": sum(1 for x in m["slips"] if x),
+            "length_mean": st["length_mean"],
+        },
+        "bc": {
+            "steps": bc_steps,
+            "eval_episodes": a.eval_episodes,
+            "eval_seed": EVAL_SEED,
+            "success_rate_deterministic": det["success_rate"],
+            "success_rate_sampled": smp["success_rate"],
+            "length_mean_deterministic": det["length_mean"],
+        },
     }
     dest = ASSETS / task
     dest.mkdir(parents=True, exist_ok=True)
@@ -98,13 +165,16 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=["lift", "can"])
-    ap.add_argument("--episodes", type=int, default=None,
-                    help="demonstration episodes per task (default: 100; square 300)")
+    ap.add_argument(
+        "--episodes", type=int, default=None, help="demonstration episodes per task (default: 100; square 300)"
+    )
     ap.add_argument("--noise", type=float, default=0.1)
     ap.add_argument("--offset", type=float, default=0.01)
     ap.add_argument("--mistake", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0, help="reset seed of the first demonstration episode")
-    ap.add_argument("--bc-steps", type=int, default=None, help="BC gradient steps (default: 10k; square and transport 60k)")
+    ap.add_argument(
+        "--bc-steps", type=int, default=None, help="BC gradient steps (default: 10k; square and transport 60k)"
+    )
     ap.add_argument("--eval-episodes", type=int, default=50)
     ap.add_argument("--eval-envs", type=int, default=8, help="subprocess envs for evaluation")
     ap.add_argument("--workers", type=int, default=2, help="processes for the demonstrations")
@@ -112,9 +182,12 @@ def main() -> None:
     a = ap.parse_args()
     for task in a.tasks:
         s = make_task(task, a)
-        print(f"{task}: demonstrator success {s['demos']['success_rate']:.2f} over {s['demos']['episodes']} episodes; "
-              f"BC success {s['bc']['success_rate_deterministic']:.2f} deterministic, "
-              f"{s['bc']['success_rate_sampled']:.2f} sampled ({a.eval_episodes} episodes)", flush=True)
+        print(
+            f"{task}: demonstrator success {s['demos']['success_rate']:.2f} over {s['demos']['episodes']} episodes; "
+            f"BC success {s['bc']['success_rate_deterministic']:.2f} deterministic, "
+            f"{s['bc']['success_rate_sampled']:.2f} sampled ({a.eval_episodes} episodes)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ def episode(policy: ncdpo.Policy, seed: int, steps: int) -> float:
 def test_policy_act_reproduces_ncdpo_eval(deterministic):
     """Same checkpoint, seed and episode: the Policy's queued chunks, bounds and noise give ncdpo eval's return."""
     agent, obs_norm, ck = load_agent("shipped:Hopper-v5")
-    ref = evaluate(agent, obs_norm, "Hopper-v5", 1, ck.config.act_steps, deterministic, seed=11, max_episode_steps=150,
-                   max_envs=1)
+    ref = evaluate(
+        agent, obs_norm, "Hopper-v5", 1, ck.config.act_steps, deterministic, seed=11, max_episode_steps=150, max_envs=1
+    )
     torch.manual_seed(0)
     before = torch.get_rng_state()
     policy = ncdpo.load_policy("shipped:Hopper-v5", deterministic=deterministic, seed=11)
@@ -62,8 +63,17 @@ def test_policy_queues_the_chunk_and_decides_per_batch(monkeypatch):
 
 
 def test_train_and_load_a_discrete_policy_from_python(tmp_path):
-    run = ncdpo.train(env="CartPole-v1", algo="ppo", total_env_steps=256, env__n_envs=2, ppo__n_steps=64,
-                      out_dir=str(tmp_path), run_name="cp", progress=False, tensorboard=False)
+    run = ncdpo.train(
+        env="CartPole-v1",
+        algo="ppo",
+        total_env_steps=256,
+        env__n_envs=2,
+        ppo__n_steps=64,
+        out_dir=str(tmp_path),
+        run_name="cp",
+        progress=False,
+        tensorboard=False,
+    )
     assert (run / "checkpoints" / "final.safetensors").is_file()
     policy = ncdpo.load_policy(run)
     a = policy.act(np.zeros(4, np.float32))
@@ -74,9 +84,18 @@ def test_train_and_load_a_discrete_policy_from_python(tmp_path):
 
 
 def test_pretrain_from_python(tmp_path):
-    run = ncdpo.pretrain(dataset="shipped:Hopper-v5", horizon=4, act_steps=4, pretrain__steps=20,
-                         pretrain__log_every=10, diffusion__hidden_dim=32, out_dir=str(tmp_path), run_name="bc",
-                         progress=False, tensorboard=False)
+    run = ncdpo.pretrain(
+        dataset="shipped:Hopper-v5",
+        horizon=4,
+        act_steps=4,
+        pretrain__steps=20,
+        pretrain__log_every=10,
+        diffusion__hidden_dim=32,
+        out_dir=str(tmp_path),
+        run_name="bc",
+        progress=False,
+        tensorboard=False,
+    )
     policy = ncdpo.load_policy(run)
     assert policy.checkpoint.meta["kind"] == "pretrain" and policy.act(np.zeros(11)).shape == (3,)
 

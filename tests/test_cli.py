@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ncdpo.algos import load_agent
-from ncdpo.training.trainer import Trainer
-from ncdpo.cli import build_parser, main, resolve_train_config
 from ncdpo.checkpoint import load_checkpoint
+from ncdpo.cli import build_parser, main, resolve_train_config
+from ncdpo.training.trainer import Trainer
 
 TIMING = {"wall_s", "charts/SPS", "perf/rollout_s", "perf/update_s", "perf/peak_mem_mb"}
 
@@ -28,7 +28,9 @@ def cfg_from(argv):
 
 def test_smoke_train_eval_plot_through_the_console_script(tmp_path, tiny_args):
     exe = Path(sys.executable).parent / "ncdpo"
-    argv = tiny_args("ncdpo", steps=600, name="smoke", extra=["--eval-every", "2", "--eval-episodes", "2", "--tensorboard", "true"])
+    argv = tiny_args(
+        "ncdpo", steps=600, name="smoke", extra=["--eval-every", "2", "--eval-episodes", "2", "--tensorboard", "true"]
+    )
     r = subprocess.run([str(exe), *argv], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     run = tmp_path / "smoke"
@@ -37,11 +39,18 @@ def test_smoke_train_eval_plot_through_the_console_script(tmp_path, tiny_args):
     data = rows(run)
     assert int(data[-1]["env_steps"]) >= 600
     assert any(row["eval/return_mean"] for row in data)
-    r = subprocess.run([str(exe), "eval", str(run), "--episodes", "2", "--json", str(tmp_path / "ev.json")], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [str(exe), "eval", str(run), "--episodes", "2", "--json", str(tmp_path / "ev.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "return" in r.stdout and "over 2 episodes" in r.stdout
     assert len(json.loads((tmp_path / "ev.json").read_text())["returns"]) == 2
-    r = subprocess.run([str(exe), "plot", str(run), "--out", str(tmp_path / "c.png")], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [str(exe), "plot", str(run), "--out", str(tmp_path / "c.png")], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "c.png").stat().st_size > 1000
 
@@ -92,7 +101,11 @@ def test_checkpoint_round_trip_gives_identical_actions(tmp_path, tiny_args, algo
 def test_init_from_checkpoint_starts_from_identical_actions(tmp_path, tiny_args):
     assert main(tiny_args("ncdpo", steps=256, name="pre")) == 0
     agent, _, _ = load_agent(tmp_path / "pre")
-    cfg = cfg_from(tiny_args("ncdpo", steps=256, name="ft", extra=["--init", str(tmp_path / "pre"), "--env.update-obs-norm", "false"]))
+    cfg = cfg_from(
+        tiny_args(
+            "ncdpo", steps=256, name="ft", extra=["--init", str(tmp_path / "pre"), "--env.update-obs-norm", "false"]
+        )
+    )
     trainer = Trainer(cfg)
     obs = torch.randn(5, 11)
     noise = agent.policy.sample_noise(5)
@@ -117,7 +130,9 @@ def test_bad_inputs_give_one_line_errors(tmp_path, tiny_args, capsys):
     one_line_error(capsys, tiny_args(extra=["--horizon", "2", "--act-steps", "4"]), "act_steps")
     one_line_error(capsys, tiny_args(extra=["--diffusion.sampler", "euler"]), "diffusion.sampler", "ddpm")
     one_line_error(capsys, tiny_args(extra=["--env.n-envs", "0"]), "env.n_envs")
-    one_line_error(capsys, tiny_args("dppo", extra=["--dppo.ft-denoising-steps", "5"]), "dppo.ft_denoising_steps", "chain length 4")
+    one_line_error(
+        capsys, tiny_args("dppo", extra=["--dppo.ft-denoising-steps", "5"]), "dppo.ft_denoising_steps", "chain length 4"
+    )
     cfg_file = tmp_path / "c.json"
     cfg_file.write_text(json.dumps({"ppo": {"not_a_key": 1}}))
     one_line_error(capsys, tiny_args(extra=["--config", str(cfg_file)]), "unknown config key 'ppo.not_a_key'")
@@ -130,7 +145,12 @@ def test_bad_inputs_give_one_line_errors(tmp_path, tiny_args, capsys):
 def test_checkpoint_from_another_architecture_is_a_one_line_error(tmp_path, tiny_args, capsys):
     assert main(tiny_args("ncdpo", steps=128, name="small")) == 0
     init = ["--init", str(tmp_path / "small")]
-    one_line_error(capsys, tiny_args(name="wide", extra=[*init, "--diffusion.hidden-dim", "64"]), "does not fit this policy", "shape")
+    one_line_error(
+        capsys,
+        tiny_args(name="wide", extra=[*init, "--diffusion.hidden-dim", "64"]),
+        "does not fit this policy",
+        "shape",
+    )
     one_line_error(capsys, tiny_args(name="w2d", extra=[*init, "--env", "Walker2d-v5"]), "obs/act dims")
     one_line_error(capsys, tiny_args("ppo", name="ppo", extra=init), "holds a 'ncdpo' policy")
     full = (tmp_path / "small" / "checkpoints" / "final.safetensors").read_bytes()
@@ -207,8 +227,25 @@ def test_noise_conditioned_critic_sees_the_rollout_chain_mean(tmp_path, tiny_arg
     for row in rows(tmp_path / "cond"):
         assert float(row["losses/first_minibatch_ratio_dev"]) < 1e-5
     # fine-tuning from that checkpoint inherits the conditioned critic and loads it
-    cfg2 = cfg_from(["train", "--init", str(tmp_path / "cond"), "--total-env-steps", "64", "--env.n-envs", "2",
-                     "--ppo.n-steps", "8", "--out-dir", str(tmp_path), "--run-name", "ft", "--progress", "false"])
+    cfg2 = cfg_from(
+        [
+            "train",
+            "--init",
+            str(tmp_path / "cond"),
+            "--total-env-steps",
+            "64",
+            "--env.n-envs",
+            "2",
+            "--ppo.n-steps",
+            "8",
+            "--out-dir",
+            str(tmp_path),
+            "--run-name",
+            "ft",
+            "--progress",
+            "false",
+        ]
+    )
     assert cfg2.critic.condition_on_mean is True
     Trainer(cfg2)
 
@@ -228,8 +265,16 @@ def test_eval_is_reproducible_from_its_seed(tmp_path):
 def test_learnable_exploration_std_can_have_its_own_lr(tmp_path, tiny_args):
     """diffusion.sigma_exp_lr: the std gets its own Adam group (at fine-tuning's tiny actor lr it stays put
     otherwise); annealing the lrs scales every group."""
-    base = ["--diffusion.sigma-exp", "learnable", "--ppo.actor-lr", "1e-6", "--ppo.ent-coef", "0.1",
-            "--ppo.target-kl", "0"]
+    base = [
+        "--diffusion.sigma-exp",
+        "learnable",
+        "--ppo.actor-lr",
+        "1e-6",
+        "--ppo.ent-coef",
+        "0.1",
+        "--ppo.target-kl",
+        "0",
+    ]
     moved = {}
     for name, extra in [("shared", []), ("own", ["--diffusion.sigma-exp-lr", "0.01", "--ppo.anneal-lr", "true"])]:
         tr = Trainer(cfg_from(tiny_args("ncdpo", steps=256, name=name, extra=base + extra)))
@@ -239,7 +284,9 @@ def test_learnable_exploration_std_can_have_its_own_lr(tmp_path, tiny_args):
         assert len(groups) == (3 if name == "own" else 2)
         tr.run()
         if name == "own":  # annealed like the others: below its base lr at the last iteration
-            assert [g["lr"] for g in groups] == pytest.approx([lr * groups[1]["lr"] / 1e-3 for lr in (1e-6, 1e-3, 0.01)])
+            assert [g["lr"] for g in groups] == pytest.approx(
+                [lr * groups[1]["lr"] / 1e-3 for lr in (1e-6, 1e-3, 0.01)]
+            )
             assert groups[2]["lr"] < 0.01
         agent, _, _ = load_agent(tmp_path / name / "checkpoints" / "final.safetensors")
         moved[name] = float((agent.policy.sigma_exp().log() - np.log(0.1)).abs().max())

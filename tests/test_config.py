@@ -18,8 +18,12 @@ def test_apply_overrides_leaves_the_callers_config_alone(key):
     before = to_dict(base)
     tp, _, default = flat_fields()[key]
     if tp in (bool, int, float, str):
-        value = {bool: lambda: not default, int: lambda: default + 3, float: lambda: default + 0.25,
-                 str: lambda: default + "x"}[tp]()
+        value = {
+            bool: lambda: not default,
+            int: lambda: default + 3,
+            float: lambda: default + 0.25,
+            str: lambda: default + "x",
+        }[tp]()
     else:  # tuples and literals: a value other than the default
         value = [7] if isinstance(default, tuple) else next(v for v in tp.__args__ if v != default)
     new = apply_overrides(base, {key: value})
@@ -48,7 +52,7 @@ def test_help_lists_new_names_and_ablations_apart_and_hides_old_names(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "--mlp.hidden-dims" in out and "--gaussian.hidden-dims" not in out
-    ablations = out[out.index("config: ablations"):]
+    ablations = out[out.index("config: ablations") :]
     assert "--diffusion.chain-noise-scale" in ablations and "--diffusion.prediction" not in ablations
 
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from ncdpo.algos import load_agent
-from ncdpo.training.trainer import Trainer
 from ncdpo.cli import build_parser, main, resolve_train_config
 from ncdpo.config import DiffusionConfig
 from ncdpo.data.dataset import Dataset, Episode, load_dataset, make_chunks
 from ncdpo.errors import NcdpoError
 from ncdpo.policies.diffusion import DiffusionPolicy
+from ncdpo.training.trainer import Trainer
 
 LO, HI = -np.ones(3, np.float32), np.ones(3, np.float32)
 
@@ -22,12 +22,23 @@ def episode(T, obs_dim=11, act_dim=3, terminated=True, seed=0):
     rng = np.random.default_rng(seed)
     dones = np.zeros(T, bool)
     dones[-1] = terminated
-    return Episode(rng.normal(size=(T, obs_dim)).astype(np.float32), rng.uniform(-1, 1, (T, act_dim)).astype(np.float32),
-                   rng.normal(size=T).astype(np.float32), dones, not terminated)
+    return Episode(
+        rng.normal(size=(T, obs_dim)).astype(np.float32),
+        rng.uniform(-1, 1, (T, act_dim)).astype(np.float32),
+        rng.normal(size=T).astype(np.float32),
+        dones,
+        not terminated,
+    )
 
 
 def small_dataset():
-    return Dataset([episode(5, seed=1), episode(3, terminated=False, seed=2), episode(7, seed=3)], "Hopper-v5", LO, HI, {"note": "test"})
+    return Dataset(
+        [episode(5, seed=1), episode(3, terminated=False, seed=2), episode(7, seed=3)],
+        "Hopper-v5",
+        LO,
+        HI,
+        {"note": "test"},
+    )
 
 
 def test_hdf5_round_trip_keeps_everything(tmp_path):
@@ -53,8 +64,15 @@ def test_npz_flat_arrays_split_into_episodes(tmp_path):
     terminals[3] = True
     timeouts = np.zeros(n, bool)
     timeouts[6] = True
-    np.savez(tmp_path / "d.npz", observations=np.zeros((n, 11), np.float32), actions=np.zeros((n, 3), np.float32),
-             rewards=np.arange(n, dtype=np.float32), terminals=terminals, timeouts=timeouts, env_id="Hopper-v5")
+    np.savez(
+        tmp_path / "d.npz",
+        observations=np.zeros((n, 11), np.float32),
+        actions=np.zeros((n, 3), np.float32),
+        rewards=np.arange(n, dtype=np.float32),
+        terminals=terminals,
+        timeouts=timeouts,
+        env_id="Hopper-v5",
+    )
     ds = load_dataset(tmp_path / "d.npz")
     assert [len(e) for e in ds.episodes] == [4, 3, 3]
     assert ds.episodes[0].dones[-1] and not ds.episodes[1].dones.any() and ds.episodes[1].truncated
@@ -75,7 +93,9 @@ def test_minari_local_dataset(tmp_path, monkeypatch):
         for _ in range(20):
             a = env.action_space.sample()
             obs, r, term, trunc, _ = env.step(a)
-            for k, v in zip(("observations", "actions", "rewards", "terminations", "truncations"), (obs, a, r, term, trunc)):
+            for k, v in zip(
+                ("observations", "actions", "rewards", "terminations", "truncations"), (obs, a, r, term, trunc)
+            ):
                 ep[k].append(v)
             if term or trunc:
                 break
@@ -130,18 +150,44 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys):
     # Action dimension that does not fit the env, through the CLI: one line, exit 2.
     wrong = Dataset([episode(20, act_dim=2)], "", -np.ones(2, np.float32), np.ones(2, np.float32))
     wrong.save(tmp_path / "wrong.hdf5")
-    code = main(["pretrain", "--dataset", str(tmp_path / "wrong.hdf5"), "--env", "Hopper-v5", "--out-dir", str(tmp_path), "--progress", "false"])
+    code = main(
+        [
+            "pretrain",
+            "--dataset",
+            str(tmp_path / "wrong.hdf5"),
+            "--env",
+            "Hopper-v5",
+            "--out-dir",
+            str(tmp_path),
+            "--progress",
+            "false",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "action dimension 2 but Hopper-v5 has 3" in err and len(err.splitlines()) == 1
 
 
 def test_chunks_never_cross_episode_boundaries():
-    e1 = Episode(np.zeros((3, 1), np.float32), np.array([[0.1], [0.2], [0.3]], np.float32), np.zeros(3, np.float32), np.array([0, 0, 1], bool))
-    e2 = Episode(np.ones((2, 1), np.float32), np.array([[-0.5], [-0.6]], np.float32), np.zeros(2, np.float32), np.array([0, 1], bool))
+    e1 = Episode(
+        np.zeros((3, 1), np.float32),
+        np.array([[0.1], [0.2], [0.3]], np.float32),
+        np.zeros(3, np.float32),
+        np.array([0, 0, 1], bool),
+    )
+    e2 = Episode(
+        np.ones((2, 1), np.float32),
+        np.array([[-0.5], [-0.6]], np.float32),
+        np.zeros(2, np.float32),
+        np.array([0, 1], bool),
+    )
     ds = Dataset([e1, e2], "", -np.ones(1, np.float32), np.ones(1, np.float32))
     obs, chunks = make_chunks(ds, horizon=3)
     assert obs.shape == (5, 1) and chunks.shape == (5, 3, 1)
-    np.testing.assert_allclose(chunks[:, :, 0], [[0.1, 0.2, 0.3], [0.2, 0.3, 0.3], [0.3, 0.3, 0.3], [-0.5, -0.6, -0.6], [-0.6, -0.6, -0.6]], rtol=1e-6)
+    np.testing.assert_allclose(
+        chunks[:, :, 0],
+        [[0.1, 0.2, 0.3], [0.2, 0.3, 0.3], [0.3, 0.3, 0.3], [-0.5, -0.6, -0.6], [-0.6, -0.6, -0.6]],
+        rtol=1e-6,
+    )
     # Actions are normalised by the env's bounds.
     ds2 = Dataset([e1], "", -2 * np.ones(1, np.float32), 2 * np.ones(1, np.float32))
     np.testing.assert_allclose(make_chunks(ds2, 1)[1][:, 0, 0], [0.05, 0.1, 0.15], rtol=1e-6)
@@ -175,28 +221,97 @@ def test_bc_keeps_both_modes_of_a_bimodal_target():
 def test_collect_pretrain_then_finetune_from_the_checkpoint(tmp_path, tiny_args, capsys):
     assert main(tiny_args("ppo", steps=256, name="expert")) == 0
     out = tmp_path / "demo.hdf5"
-    assert main(["collect", str(tmp_path / "expert"), "--out", str(out), "--episodes", "4", "--action-noise", "0.1", "--n-envs", "2"]) == 0
+    assert (
+        main(
+            [
+                "collect",
+                str(tmp_path / "expert"),
+                "--out",
+                str(out),
+                "--episodes",
+                "4",
+                "--action-noise",
+                "0.1",
+                "--n-envs",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "4 episodes" in capsys.readouterr().out
     ds = load_dataset(out)
     assert len(ds.episodes) == 4 and ds.env_id == "Hopper-v5" and ds.meta["action_noise"] == 0.1
     assert all(e.dones[-1] or e.truncated for e in ds.episodes)
     assert main(["collect", str(tmp_path / "expert"), "--out", str(out), "--episodes", "1"]) == 2  # no silent overwrite
 
-    bc = ["pretrain", "--dataset", str(out), "--horizon", "4", "--act-steps", "2", "--pretrain.steps", "60",
-          "--pretrain.warmup-steps", "10", "--pretrain.log-every", "20", "--diffusion.denoising-steps", "4",
-          "--diffusion.hidden-dim", "32", "--diffusion.prediction", "x0", "--out-dir", str(tmp_path), "--run-name", "bc", "--progress", "false",
-          "--tensorboard", "false", "--eval-every", "30", "--eval-episodes", "1"]
+    bc = [
+        "pretrain",
+        "--dataset",
+        str(out),
+        "--horizon",
+        "4",
+        "--act-steps",
+        "2",
+        "--pretrain.steps",
+        "60",
+        "--pretrain.warmup-steps",
+        "10",
+        "--pretrain.log-every",
+        "20",
+        "--diffusion.denoising-steps",
+        "4",
+        "--diffusion.hidden-dim",
+        "32",
+        "--diffusion.prediction",
+        "x0",
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        "bc",
+        "--progress",
+        "false",
+        "--tensorboard",
+        "false",
+        "--eval-every",
+        "30",
+        "--eval-episodes",
+        "1",
+    ]
     assert main(bc) == 0
     log = (tmp_path / "bc" / "progress.csv").read_text().splitlines()
     assert log[0].startswith("step,") and [r.split(",")[0] for r in log[1:]] == ["20", "30", "40", "60"]
     ck = tmp_path / "bc" / "checkpoints" / "final.safetensors"
 
     # Fine-tuning inherits the checkpoint's architecture, task and frozen dataset statistics...
-    args, extra = build_parser().parse_known_args(["train", "--init", str(ck), "--total-env-steps", "64", "--env.n-envs", "2",
-                                                    "--ppo.n-steps", "8", "--out-dir", str(tmp_path), "--run-name", "ft",
-                                                    "--progress", "false", "--tensorboard", "false"])
+    args, extra = build_parser().parse_known_args(
+        [
+            "train",
+            "--init",
+            str(ck),
+            "--total-env-steps",
+            "64",
+            "--env.n-envs",
+            "2",
+            "--ppo.n-steps",
+            "8",
+            "--out-dir",
+            str(tmp_path),
+            "--run-name",
+            "ft",
+            "--progress",
+            "false",
+            "--tensorboard",
+            "false",
+        ]
+    )
     cfg = resolve_train_config(args, extra)
-    assert (cfg.env.id, cfg.horizon, cfg.act_steps, cfg.diffusion.denoising_steps, cfg.diffusion.hidden_dim) == ("Hopper-v5", 4, 2, 4, 32)
+    assert (cfg.env.id, cfg.horizon, cfg.act_steps, cfg.diffusion.denoising_steps, cfg.diffusion.hidden_dim) == (
+        "Hopper-v5",
+        4,
+        2,
+        4,
+        32,
+    )
     assert cfg.env.update_obs_norm is False and cfg.diffusion.prediction == "x0"
     # ... and acts exactly as the pre-trained policy for the same observation and noise.
     bc_agent, bc_norm, _ = load_agent(ck)
@@ -205,18 +320,33 @@ def test_collect_pretrain_then_finetune_from_the_checkpoint(tmp_path, tiny_args,
     np.testing.assert_array_equal(tr.obs_norm(np.ones((2, 11))), bc_norm(np.ones((2, 11))))
     noise = bc_agent.policy.sample_noise(5, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(tr.agent.policy.chain_mean(obs, noise), bc_agent.policy.chain_mean(obs, noise), rtol=0, atol=0)
+        torch.testing.assert_close(
+            tr.agent.policy.chain_mean(obs, noise), bc_agent.policy.chain_mean(obs, noise), rtol=0, atol=0
+        )
     tr.run()
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["init"] == str(ck)
     # overriding what the weights mean is refused, not silently loaded
-    args, extra = build_parser().parse_known_args(["train", "--init", str(ck), "--diffusion.prediction", "epsilon",
-                                                    "--out-dir", str(tmp_path), "--run-name", "ft2"])
+    args, extra = build_parser().parse_known_args(
+        [
+            "train",
+            "--init",
+            str(ck),
+            "--diffusion.prediction",
+            "epsilon",
+            "--out-dir",
+            str(tmp_path),
+            "--run-name",
+            "ft2",
+        ]
+    )
     with pytest.raises(NcdpoError, match="predicts 'x0' but this run sets diffusion.prediction 'epsilon'"):
         Trainer(resolve_train_config(args, extra))
 
 
 def test_critic_warmup_leaves_the_policy_untouched(tmp_path, tiny_args):
-    cfg = resolve_train_config(*build_parser().parse_known_args(tiny_args("ncdpo", steps=128, extra=["--ppo.critic-warmup-iters", "1"])))
+    cfg = resolve_train_config(
+        *build_parser().parse_known_args(tiny_args("ncdpo", steps=128, extra=["--ppo.critic-warmup-iters", "1"]))
+    )
     tr = Trainer(cfg)
     before = {k: v.clone() for k, v in tr.agent.state_dict().items()}
     tr.run()

@@ -115,7 +115,10 @@ def test_gradient_reaches_every_denoising_step(sampler, ckpt, prediction):
                 gaussian_log_prob(a, m2[:, :2], pol.sigma_exp()).mean().backward()
         finally:
             del pol.step_mean
-        changed = any(not torch.allclose(g, p.grad if p.grad is not None else torch.zeros_like(g)) for g, p in zip(full, pol.denoiser.parameters()))
+        changed = any(
+            not torch.allclose(g, p.grad if p.grad is not None else torch.zeros_like(g))
+            for g, p in zip(full, pol.denoiser.parameters())
+        )
         assert changed, f"denoising step {j} contributes no gradient to the denoiser"
 
 
@@ -235,8 +238,9 @@ def test_chain_noise_scale_zero_fixes_the_discrete_policys_logits():
     obs = torch.randn(32, 6)
     cfg = DiffusionConfig(denoising_steps=4, hidden_dim=32, prediction="x0")
     noisy = DiscreteDiffusionPolicy(6, 5, cfg)
-    fixed = DiscreteDiffusionPolicy(6, 5, DiffusionConfig(denoising_steps=4, hidden_dim=32, prediction="x0",
-                                                          chain_noise_scale=0.0))
+    fixed = DiscreteDiffusionPolicy(
+        6, 5, DiffusionConfig(denoising_steps=4, hidden_dim=32, prediction="x0", chain_noise_scale=0.0)
+    )
     fixed.load_state_dict(noisy.state_dict())
     lg = [fixed.act(obs, generator=torch.Generator().manual_seed(s))[3] for s in (1, 2)]
     assert torch.equal(lg[0], lg[1])

@@ -7,16 +7,26 @@ import pytest
 import torch
 
 from ncdpo.algos import load_agent
-from ncdpo.training.trainer import Trainer
 from ncdpo.algos.buffer import Batch
 from ncdpo.algos.dppo import DPPOAgent
 from ncdpo.cli import build_parser, main, resolve_train_config
 from ncdpo.config import TrainConfig, apply_overrides
+from ncdpo.training.trainer import Trainer
 
 
 def agent_for(**over):
-    cfg = apply_overrides(TrainConfig(), {"algo": "dppo", "horizon": 4, "act_steps": 2, "diffusion.denoising_steps": 6,
-                                         "diffusion.hidden_dim": 32, "dppo.ft_denoising_steps": 3, **over})
+    cfg = apply_overrides(
+        TrainConfig(),
+        {
+            "algo": "dppo",
+            "horizon": 4,
+            "act_steps": 2,
+            "diffusion.denoising_steps": 6,
+            "diffusion.hidden_dim": 32,
+            "dppo.ft_denoising_steps": 3,
+            **over,
+        },
+    )
     torch.manual_seed(0)
     return DPPOAgent(11, 3, cfg), cfg
 
@@ -39,7 +49,7 @@ def test_stored_step_log_probs_are_recomputed_exactly_and_only_fine_tuned_steps_
     seen_t = []
     hook = agent.policy.denoiser.register_forward_hook(lambda m, inp, o: seen_t.append(inp[1].clone()))
     b = agent.training_samples(Batch(obs, out.log_prob, torch.ones(8), torch.ones(8), torch.ones(8), out.store))
-    o, lp, adv, ret, val, samples = b.obs, b.log_prob, b.advantages, b.returns, b.values, b.store
+    o, lp, samples = b.obs, b.log_prob, b.store
     assert o.shape[0] == 24 and samples["k"].tolist()[:6] == [0, 1, 2, 0, 1, 2]
     new_lp, _ = agent.log_prob_entropy(o, samples)
     hook.remove()
@@ -57,7 +67,9 @@ def test_finetuning_from_a_pretrained_checkpoint_keeps_the_frozen_steps(tmp_path
     moves the fine-tuned copy only; eval reloads both exactly."""
     assert main(tiny_args("ncdpo", steps=128, name="bc")) == 0
     pre, _, _ = load_agent(tmp_path / "bc")
-    args, extra = build_parser().parse_known_args(tiny_args("dppo", steps=384, name="ft", extra=["--init", str(tmp_path / "bc")]))
+    args, extra = build_parser().parse_known_args(
+        tiny_args("dppo", steps=384, name="ft", extra=["--init", str(tmp_path / "bc")])
+    )
     tr = Trainer(resolve_train_config(args, extra))
     ref = pre.policy.denoiser.state_dict()
     for k, v in tr.agent.base.state_dict().items():

@@ -34,10 +34,43 @@ gym.register("ncdpo-test/FaultyHopper-v0", entry_point=Faulty, max_episode_steps
 
 
 def args(tmp_path, name, env="Hopper-v5", extra=()):
-    return ["train", "--algo", "ncdpo", "--env", env, "--total-env-steps", "1500", "--env.n-envs", "2", "--ppo.n-steps", "64",
-            "--ppo.minibatch-size", "32", "--ppo.update-epochs", "2", "--diffusion.denoising-steps", "4",
-            "--diffusion.hidden-dim", "32", "--critic.hidden-dims", "32", "32", "--out-dir", str(tmp_path), "--run-name", name,
-            "--progress", "false", "--tensorboard", "false", "--seed", "3", "--save-every", "1", *extra]
+    return [
+        "train",
+        "--algo",
+        "ncdpo",
+        "--env",
+        env,
+        "--total-env-steps",
+        "1500",
+        "--env.n-envs",
+        "2",
+        "--ppo.n-steps",
+        "64",
+        "--ppo.minibatch-size",
+        "32",
+        "--ppo.update-epochs",
+        "2",
+        "--diffusion.denoising-steps",
+        "4",
+        "--diffusion.hidden-dim",
+        "32",
+        "--critic.hidden-dims",
+        "32",
+        "32",
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        name,
+        "--progress",
+        "false",
+        "--tensorboard",
+        "false",
+        "--seed",
+        "3",
+        "--save-every",
+        "1",
+        *extra,
+    ]
 
 
 def one_line(capsys):
@@ -76,7 +109,9 @@ def test_nan_loss_stops_with_the_iteration_and_quantity(tmp_path, capsys, monkey
 def test_env_that_raises_is_named_with_worker_and_seed(tmp_path, capsys):
     assert main(args(tmp_path, "raise", env="ncdpo-test/FaultyHopper-v0")) == 2
     err = one_line(capsys)
-    assert "env ncdpo-test/FaultyHopper-v0 (worker 0, seed 3) raised RuntimeError in step: simulator exploded" in err, err
+    assert "env ncdpo-test/FaultyHopper-v0 (worker 0, seed 3) raised RuntimeError in step: simulator exploded" in err, (
+        err
+    )
     assert err.startswith("ncdpo: error: iteration ")
     saved_checkpoints_are_good(tmp_path / "raise")
 

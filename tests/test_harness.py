@@ -13,9 +13,28 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from _harness import finished, resumable, run_train  # noqa: E402
 
-TINY = ["--algo", "ppo", "--env", "Pendulum-v1", "--seed", "0", "--env.n-envs", "2", "--ppo.n-steps", "16",
-        "--ppo.minibatch-size", "32", "--ppo.update-epochs", "1", "--save-every", "1", "--progress", "false",
-        "--torch-threads", "1"]
+TINY = [
+    "--algo",
+    "ppo",
+    "--env",
+    "Pendulum-v1",
+    "--seed",
+    "0",
+    "--env.n-envs",
+    "2",
+    "--ppo.n-steps",
+    "16",
+    "--ppo.minibatch-size",
+    "32",
+    "--ppo.update-epochs",
+    "1",
+    "--save-every",
+    "1",
+    "--progress",
+    "false",
+    "--torch-threads",
+    "1",
+]
 
 
 def last_env_steps(run: Path) -> int:
@@ -57,7 +76,8 @@ def test_multiagent_harness_writes_a_table_per_task(tmp_path):
 
 
 def test_manipulation_harness_keeps_every_tasks_results(tmp_path):
-    """Summarising one task rewrites only that task's table; the joined table keeps the others (it once dropped them)."""
+    """Summarising one task rewrites only that task's table; the joined table keeps the others (it once dropped
+    them)."""
     import manipulation
 
     for task, det in (("square", "0.3"), ("lift", "0.6")):
@@ -96,22 +116,67 @@ def test_noise_entropy_separates_chain_noise_from_the_categorical_draw(tmp_path,
 
     from ncdpo.cli import main
 
-    base = ["train", "--env", "simple_spread", "--total-env-steps", "50", "--env.n-envs", "2", "--ppo.n-steps", "25",
-            "--ppo.minibatch-size", "50", "--ppo.update-epochs", "1", "--diffusion.denoising-steps", "4",
-            "--diffusion.hidden-dim", "32", "--gaussian.hidden-dims", "16", "--out-dir", str(tmp_path), "--progress",
-            "false", "--tensorboard", "false", "--torch-threads", "1"]
-    for name, extra in {"mlp": ["--algo", "ppo"], "eps": ["--algo", "ncdpo"],
-                        "x0": ["--algo", "ncdpo", "--diffusion.prediction", "x0"],
-                        "xi0": ["--algo", "ncdpo", "--diffusion.chain-noise-scale", "0", "--diffusion.init", "orthogonal",
-                                "--diffusion.out-init-scale", "0.01"]}.items():
+    base = [
+        "train",
+        "--env",
+        "simple_spread",
+        "--total-env-steps",
+        "50",
+        "--env.n-envs",
+        "2",
+        "--ppo.n-steps",
+        "25",
+        "--ppo.minibatch-size",
+        "50",
+        "--ppo.update-epochs",
+        "1",
+        "--diffusion.denoising-steps",
+        "4",
+        "--diffusion.hidden-dim",
+        "32",
+        "--gaussian.hidden-dims",
+        "16",
+        "--out-dir",
+        str(tmp_path),
+        "--progress",
+        "false",
+        "--tensorboard",
+        "false",
+        "--torch-threads",
+        "1",
+    ]
+    for name, extra in {
+        "mlp": ["--algo", "ppo"],
+        "eps": ["--algo", "ncdpo"],
+        "x0": ["--algo", "ncdpo", "--diffusion.prediction", "x0"],
+        "xi0": [
+            "--algo",
+            "ncdpo",
+            "--diffusion.chain-noise-scale",
+            "0",
+            "--diffusion.init",
+            "orthogonal",
+            "--diffusion.out-init-scale",
+            "0.01",
+        ],
+    }.items():
         assert main([*base, *extra, "--run-name", name]) == 0
     out = tmp_path / "h.csv"
-    assert noise_entropy.main([str(tmp_path / n) for n in ("mlp", "eps", "x0", "xi0")] +
-                              ["--states", "60", "--noises", "16", "--n-envs", "2", "--csv", str(out)]) == 0
+    assert (
+        noise_entropy.main(
+            [str(tmp_path / n) for n in ("mlp", "eps", "x0", "xi0")]
+            + ["--states", "60", "--noises", "16", "--n-envs", "2", "--csv", str(out)]
+        )
+        == 0
+    )
     with open(out) as f:
-        rows = {Path(r["run"]).name: {k: float(v) for k, v in r.items() if k not in ("run",)} for r in csv.DictReader(f)}
+        rows = {
+            Path(r["run"]).name: {k: float(v) for k, v in r.items() if k not in ("run",)} for r in csv.DictReader(f)
+        }
     assert rows["mlp"]["per_noise_entropy"] == rows["mlp"]["marginal_entropy"] and rows["mlp"]["argmax_agree"] == 1.0
-    assert rows["eps"]["marginal_entropy"] > rows["eps"]["per_noise_entropy"] + 0.3 and rows["eps"]["argmax_agree"] < 0.8
+    assert (
+        rows["eps"]["marginal_entropy"] > rows["eps"]["per_noise_entropy"] + 0.3 and rows["eps"]["argmax_agree"] < 0.8
+    )
     assert rows["x0"]["argmax_agree"] > rows["eps"]["argmax_agree"]
     # the saved run keeps chain_noise_scale 0: its chain ignores the noise, like the MLP
     assert rows["xi0"]["per_noise_entropy"] == pytest.approx(rows["xi0"]["marginal_entropy"], abs=1e-6)
@@ -120,8 +185,23 @@ def test_noise_entropy_separates_chain_noise_from_the_categorical_draw(tmp_path,
 
     # the same ablation at evaluation time: `ncdpo eval --chain-noise-scale 0` on a run trained with noise
     res = tmp_path / "fixed.json"
-    assert main(["eval", str(tmp_path / "eps"), "--chain-noise-scale", "0", "--episodes", "2", "--n-envs", "2",
-                 "--json", str(res)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "eps"),
+                "--chain-noise-scale",
+                "0",
+                "--episodes",
+                "2",
+                "--n-envs",
+                "2",
+                "--json",
+                str(res),
+            ]
+        )
+        == 0
+    )
     assert json.loads(res.read_text())["chain_noise_scale"] == 0.0
     assert main(["eval", str(tmp_path / "mlp"), "--chain-noise-scale", "0", "--episodes", "1"]) == 2
     assert "applies to NCDPO checkpoints only" in capsys.readouterr().err

@@ -13,7 +13,10 @@ from ncdpo.envs.manipulation import robosuite_available
 pytestmark = pytest.mark.skipif(not robosuite_available(), reason="robosuite is not installed")
 
 LAYOUTS = {
-    "lift": (19, 7, 10), "can": (23, 7, 14), "square": (23, 7, 14), "transport": (59, 14, 41),
+    "lift": (19, 7, 10),
+    "can": (23, 7, 14),
+    "square": (23, 7, 14),
+    "transport": (59, 14, 41),
 }
 
 
@@ -39,7 +42,9 @@ def test_task_construction_and_observation_layout(task):
         assert np.all(inner.action_space.low == -1) and np.all(inner.action_space.high == 1)
         names = [n for n, _ in inner.obs_layout]
         arms = act_dim // 7
-        expected = [f"robot{i}_{k}" for i in range(arms) for k in ("eef_pos", "eef_quat", "gripper_qpos")] + ["object-state"]
+        expected = [f"robot{i}_{k}" for i in range(arms) for k in ("eef_pos", "eef_quat", "gripper_qpos")] + [
+            "object-state"
+        ]
         assert names == expected
         obs, info = env.reset(seed=4)
         raw = inner.last_raw_obs
@@ -170,7 +175,9 @@ def test_demonstration_dataset_shapes_and_round_trip(tmp_path):
         np.testing.assert_array_equal(a.actions, b.actions)
 
 
-@pytest.mark.parametrize("task,obs_dim,act_dim", [("lift", 19, 7), ("can", 23, 7), ("square", 23, 7), ("transport", 59, 14)])
+@pytest.mark.parametrize(
+    "task,obs_dim,act_dim", [("lift", 19, 7), ("can", 23, 7), ("square", 23, 7), ("transport", 59, 14)]
+)
 def test_shipped_manipulation_assets(task, obs_dim, act_dim):
     from ncdpo.checkpoint import load_checkpoint
     from ncdpo.data.dataset import load_dataset
@@ -223,12 +230,48 @@ def test_subprocess_vector_env_snapshot_is_bitwise():
 def test_training_on_lift_logs_success_and_eval_reports_it(tmp_path, capsys):
     from ncdpo.cli import main
 
-    argv = ["train", "--algo", "ncdpo", "--env", "lift", "--total-env-steps", "256", "--env.n-envs", "2",
-            "--horizon", "4", "--act-steps", "4", "--ppo.n-steps", "16", "--ppo.minibatch-size", "16",
-            "--ppo.update-epochs", "1", "--diffusion.denoising-steps", "3", "--diffusion.hidden-dim", "32",
-            "--critic.hidden-dims", "32", "32", "--eval-every", "2", "--eval-episodes", "2",
-            "--env.max-episode-steps", "40", "--out-dir", str(tmp_path), "--run-name", "r", "--progress", "false",
-            "--tensorboard", "false"]
+    argv = [
+        "train",
+        "--algo",
+        "ncdpo",
+        "--env",
+        "lift",
+        "--total-env-steps",
+        "256",
+        "--env.n-envs",
+        "2",
+        "--horizon",
+        "4",
+        "--act-steps",
+        "4",
+        "--ppo.n-steps",
+        "16",
+        "--ppo.minibatch-size",
+        "16",
+        "--ppo.update-epochs",
+        "1",
+        "--diffusion.denoising-steps",
+        "3",
+        "--diffusion.hidden-dim",
+        "32",
+        "--critic.hidden-dims",
+        "32",
+        "32",
+        "--eval-every",
+        "2",
+        "--eval-episodes",
+        "2",
+        "--env.max-episode-steps",
+        "40",
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        "r",
+        "--progress",
+        "false",
+        "--tensorboard",
+        "false",
+    ]
     assert main(argv) == 0
     with open(tmp_path / "r" / "progress.csv") as f:
         rows = list(csv.DictReader(f))
@@ -257,12 +300,50 @@ def test_lift_training_interrupted_and_resumed_is_bitwise_identical(tmp_path):
     from ncdpo.cli import main
 
     def args(name):
-        return ["train", "--algo", "ncdpo", "--env", "lift", "--total-env-steps", "384", "--env.n-envs", "2",
-                "--horizon", "4", "--act-steps", "4", "--ppo.n-steps", "8", "--ppo.minibatch-size", "8",
-                "--ppo.update-epochs", "1", "--diffusion.denoising-steps", "3", "--diffusion.hidden-dim", "32",
-                "--critic.hidden-dims", "32", "32", "--env.max-episode-steps", "40", "--save-every", "1",
-                "--keep-checkpoints", "0", "--out-dir", str(tmp_path), "--run-name", name, "--progress", "false",
-                "--tensorboard", "false", "--torch-threads", "1"]
+        return [
+            "train",
+            "--algo",
+            "ncdpo",
+            "--env",
+            "lift",
+            "--total-env-steps",
+            "384",
+            "--env.n-envs",
+            "2",
+            "--horizon",
+            "4",
+            "--act-steps",
+            "4",
+            "--ppo.n-steps",
+            "8",
+            "--ppo.minibatch-size",
+            "8",
+            "--ppo.update-epochs",
+            "1",
+            "--diffusion.denoising-steps",
+            "3",
+            "--diffusion.hidden-dim",
+            "32",
+            "--critic.hidden-dims",
+            "32",
+            "32",
+            "--env.max-episode-steps",
+            "40",
+            "--save-every",
+            "1",
+            "--keep-checkpoints",
+            "0",
+            "--out-dir",
+            str(tmp_path),
+            "--run-name",
+            name,
+            "--progress",
+            "false",
+            "--tensorboard",
+            "false",
+            "--torch-threads",
+            "1",
+        ]
 
     def rows(name):
         with open(tmp_path / name / "progress.csv") as f:
@@ -270,8 +351,12 @@ def test_lift_training_interrupted_and_resumed_is_bitwise_identical(tmp_path):
             return [{k: v for k, v in r.items() if k not in skip} for r in csv.DictReader(f)]
 
     assert main(args("ref")) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "ncdpo.cli", *args("run")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ncdpo.cli", *args("run")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     ck = tmp_path / "run" / "checkpoints" / "iter_000002.safetensors"
     t0 = time.time()
     while not ck.exists():

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ncdpo.algos import make_agent
-from ncdpo.algos import load_agent
+from ncdpo.algos import load_agent, make_agent
 from ncdpo.cli import main
 from ncdpo.config import DiffusionConfig, GaussianConfig, TrainConfig
 from ncdpo.envs import registry
@@ -148,11 +147,47 @@ def test_agent_rows_count_env_steps_and_episodes_once_per_env():
 
 
 def ma_args(tmp_path, algo, name, steps=150, extra=()):
-    return ["train", "--algo", algo, "--env", "simple_spread", "--total-env-steps", str(steps), "--env.n-envs", "2",
-            "--ppo.n-steps", "25", "--ppo.minibatch-size", "50", "--ppo.update-epochs", "2",
-            "--diffusion.denoising-steps", "4", "--diffusion.hidden-dim", "32", "--critic.hidden-dims", "32", "32",
-            "--gaussian.hidden-dims", "16", "--out-dir", str(tmp_path), "--run-name", name, "--progress", "false",
-            "--tensorboard", "false", "--seed", "3", "--save-every", "1", "--torch-threads", "1", *extra]
+    return [
+        "train",
+        "--algo",
+        algo,
+        "--env",
+        "simple_spread",
+        "--total-env-steps",
+        str(steps),
+        "--env.n-envs",
+        "2",
+        "--ppo.n-steps",
+        "25",
+        "--ppo.minibatch-size",
+        "50",
+        "--ppo.update-epochs",
+        "2",
+        "--diffusion.denoising-steps",
+        "4",
+        "--diffusion.hidden-dim",
+        "32",
+        "--critic.hidden-dims",
+        "32",
+        "32",
+        "--gaussian.hidden-dims",
+        "16",
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        name,
+        "--progress",
+        "false",
+        "--tensorboard",
+        "false",
+        "--seed",
+        "3",
+        "--save-every",
+        "1",
+        "--torch-threads",
+        "1",
+        *extra,
+    ]
 
 
 def read_rows(run):
@@ -234,8 +269,16 @@ class MaskedChoice(Backend):
 
 @pytest.fixture
 def masked_task(monkeypatch):
-    monkeypatch.setitem(registry.TASKS, "masked_choice", Task(
-        "masked_choice", "test task with action masks", lambda **kw: MultiAgentEnv(MaskedChoice(), **kw), multi_agent=True))
+    monkeypatch.setitem(
+        registry.TASKS,
+        "masked_choice",
+        Task(
+            "masked_choice",
+            "test task with action masks",
+            lambda **kw: MultiAgentEnv(MaskedChoice(), **kw),
+            multi_agent=True,
+        ),
+    )
     return "masked_choice"
 
 
@@ -251,10 +294,35 @@ def test_training_and_evaluation_respect_action_masks(tmp_path, masked_task, alg
 
 
 def test_cartpole_discrete_single_agent_runs(tmp_path):
-    args = ["train", "--algo", "ncdpo", "--env", "CartPole-v1", "--total-env-steps", "256", "--env.n-envs", "2",
-            "--ppo.n-steps", "64", "--ppo.minibatch-size", "32", "--ppo.update-epochs", "1", "--diffusion.denoising-steps", "3",
-            "--diffusion.hidden-dim", "16", "--out-dir", str(tmp_path), "--run-name", "c", "--progress", "false",
-            "--tensorboard", "false"]
+    args = [
+        "train",
+        "--algo",
+        "ncdpo",
+        "--env",
+        "CartPole-v1",
+        "--total-env-steps",
+        "256",
+        "--env.n-envs",
+        "2",
+        "--ppo.n-steps",
+        "64",
+        "--ppo.minibatch-size",
+        "32",
+        "--ppo.update-epochs",
+        "1",
+        "--diffusion.denoising-steps",
+        "3",
+        "--diffusion.hidden-dim",
+        "16",
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        "c",
+        "--progress",
+        "false",
+        "--tensorboard",
+        "false",
+    ]
     assert main(args) == 0
     agent, _, _ = load_agent(tmp_path / "c" / "checkpoints" / "final.safetensors")
     assert agent.discrete and agent.spec == EnvSpec(4, 2, discrete=True)
@@ -263,7 +331,8 @@ def test_cartpole_discrete_single_agent_runs(tmp_path):
     assert isinstance(gym.make("CartPole-v1").action_space, gym.spaces.Discrete)
 
 
-# ---------------------------------------------------------------------------------------------- Google Research Football
+# ---------------------------------------------------------------------------------------------- Google Research
+# Football
 
 
 def test_grf_same_seed_same_game():

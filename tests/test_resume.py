@@ -29,18 +29,61 @@ def weights(run):
 
 
 def argv(tmp_path, name, algo="ncdpo"):
-    return ["train", "--algo", algo, "--env", "Hopper-v5", "--total-env-steps", "2600", "--env.n-envs", "2",
-            "--ppo.n-steps", "64", "--ppo.minibatch-size", "32", "--ppo.update-epochs", "2", "--diffusion.denoising-steps", "4",
-            "--diffusion.hidden-dim", "32", "--critic.hidden-dims", "32", "32", "--gaussian.hidden-dims", "16",
-            "--out-dir", str(tmp_path), "--run-name", name, "--progress", "false", "--tensorboard", "true", "--seed", "3",
-            "--save-every", "1", "--keep-checkpoints", "0", "--eval-every", "4", "--eval-episodes", "1",
-            "--diffusion.sigma-exp", "learnable", "--torch-threads", "1"]
+    return [
+        "train",
+        "--algo",
+        algo,
+        "--env",
+        "Hopper-v5",
+        "--total-env-steps",
+        "2600",
+        "--env.n-envs",
+        "2",
+        "--ppo.n-steps",
+        "64",
+        "--ppo.minibatch-size",
+        "32",
+        "--ppo.update-epochs",
+        "2",
+        "--diffusion.denoising-steps",
+        "4",
+        "--diffusion.hidden-dim",
+        "32",
+        "--critic.hidden-dims",
+        "32",
+        "32",
+        "--gaussian.hidden-dims",
+        "16",
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        name,
+        "--progress",
+        "false",
+        "--tensorboard",
+        "true",
+        "--seed",
+        "3",
+        "--save-every",
+        "1",
+        "--keep-checkpoints",
+        "0",
+        "--eval-every",
+        "4",
+        "--eval-episodes",
+        "1",
+        "--diffusion.sigma-exp",
+        "learnable",
+        "--torch-threads",
+        "1",
+    ]
 
 
 def start(args):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "ncdpo.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ncdpo.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
 
 
 def wait_for(path, proc, timeout=240):
@@ -147,10 +190,43 @@ def test_a_finished_run_continues_with_a_larger_budget(tmp_path, reference):
 
 
 def pretrain_argv(tmp_path, name):
-    return ["pretrain", "--dataset", "shipped:Hopper-v5", "--horizon", "4", "--act-steps", "4", "--diffusion.denoising-steps", "4",
-            "--diffusion.hidden-dim", "32", "--pretrain.steps", "800", "--pretrain.batch-size", "64", "--pretrain.log-every", "50",
-            "--pretrain.warmup-steps", "20", "--save-every", "1", "--keep-checkpoints", "0", "--out-dir", str(tmp_path),
-            "--run-name", name, "--progress", "false", "--tensorboard", "false", "--seed", "2", "--torch-threads", "1"]
+    return [
+        "pretrain",
+        "--dataset",
+        "shipped:Hopper-v5",
+        "--horizon",
+        "4",
+        "--act-steps",
+        "4",
+        "--diffusion.denoising-steps",
+        "4",
+        "--diffusion.hidden-dim",
+        "32",
+        "--pretrain.steps",
+        "800",
+        "--pretrain.batch-size",
+        "64",
+        "--pretrain.log-every",
+        "50",
+        "--pretrain.warmup-steps",
+        "20",
+        "--save-every",
+        "1",
+        "--keep-checkpoints",
+        "0",
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        name,
+        "--progress",
+        "false",
+        "--tensorboard",
+        "false",
+        "--seed",
+        "2",
+        "--torch-threads",
+        "1",
+    ]
 
 
 def test_pretrain_sigkill_then_resume_is_bitwise_identical(tmp_path):

@@ -33,9 +33,33 @@ gym.register("ncdpo-test/Reach-v0", entry_point=Reach, max_episode_steps=30)
 
 
 def test_success_rate_in_eval_and_training_logs(tmp_path, capsys):
-    argv = ["train", "--algo", "ppo", "--env", "ncdpo-test/Reach-v0", "--total-env-steps", "1024", "--env.n-envs", "2",
-            "--ppo.n-steps", "64", "--out-dir", str(tmp_path), "--run-name", "r", "--progress", "false", "--tensorboard", "false",
-            "--eval-every", "2", "--eval-episodes", "6", "--gaussian.init-log-std", "0.5"]
+    argv = [
+        "train",
+        "--algo",
+        "ppo",
+        "--env",
+        "ncdpo-test/Reach-v0",
+        "--total-env-steps",
+        "1024",
+        "--env.n-envs",
+        "2",
+        "--ppo.n-steps",
+        "64",
+        "--out-dir",
+        str(tmp_path),
+        "--run-name",
+        "r",
+        "--progress",
+        "false",
+        "--tensorboard",
+        "false",
+        "--eval-every",
+        "2",
+        "--eval-episodes",
+        "6",
+        "--gaussian.init-log-std",
+        "0.5",
+    ]
     assert main(argv) == 0
     with open(tmp_path / "r" / "progress.csv") as f:
         rows = list(csv.DictReader(f))
@@ -72,8 +96,8 @@ class Constant:
 
 
 def test_success_is_read_from_the_final_step_and_truncation_is_failure():
-    from ncdpo.training.evaluation import evaluate
     from ncdpo.policies.common import ObsNormalizer
+    from ncdpo.training.evaluation import evaluate
 
     norm = ObsNormalizer(2, enabled=False)
     right = evaluate(Constant(1.0), norm, "ncdpo-test/Reach-v0", 8, 1, seed=0)

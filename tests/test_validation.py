@@ -77,7 +77,10 @@ BAD_INPUTS = [
     (T + ["--ppo.norm-adv", "maybe"], "must be true or false"),
     (T + ["--diffusion.denoising-steps", "0"], "denoising_steps"),
     (T + ["--diffusion.sampler", "euler"], "must be one of ddpm, ddim"),
-    (T + ["--diffusion.sampler", "ddim", "--diffusion.ddim-steps", "20", "--diffusion.denoising-steps", "10"], "ddim_steps"),
+    (
+        T + ["--diffusion.sampler", "ddim", "--diffusion.ddim-steps", "20", "--diffusion.denoising-steps", "10"],
+        "ddim_steps",
+    ),
     (T + ["--diffusion.time-dim", "15"], "time_dim must be even"),
     (T + ["--diffusion.sigma-exp-start", "0"], "sigma_exp"),
     (T + ["--diffusion.sigma-exp", "adaptive"], "must be one of"),
@@ -86,9 +89,14 @@ BAD_INPUTS = [
     (T + ["--diffusion.sigma-exp-scale", "1", "0"], "sigma_exp_scale entries must be positive"),
     (T + ["--diffusion.chain-noise-scale", "-1"], "chain_noise_scale must be >= 0"),
     (T + ["--diffusion.out-init-scale", "-0.1"], "out_init_scale must be >= 0"),
-    (T + ["--diffusion.sigma-exp", "learnable", "--diffusion.sigma-exp-scale", "1", "20"],
-     "sigma_exp_start * sigma_exp_scale must lie in"),
-    (T + ["--algo", "dppo", "--diffusion.denoising-steps", "5", "--dppo.ft-denoising-steps", "6"], "dppo.ft_denoising_steps"),
+    (
+        T + ["--diffusion.sigma-exp", "learnable", "--diffusion.sigma-exp-scale", "1", "20"],
+        "sigma_exp_start * sigma_exp_scale must lie in",
+    ),
+    (
+        T + ["--algo", "dppo", "--diffusion.denoising-steps", "5", "--dppo.ft-denoising-steps", "6"],
+        "dppo.ft_denoising_steps",
+    ),
     (T + ["--dppo.gamma-denoise", "0"], "gamma_denoise"),
     (T + ["--critic.hidden-dims", "0", "64"], "critic.hidden_dims"),
     (T + ["--algo", "sac"], "algo"),
@@ -102,8 +110,14 @@ BAD_INPUTS = [
     (T + ["--ppo.clip-cof", "0.1"], "did you mean --ppo.clip-coef"),
     (["train", "--env", "NoSuchEnv-v0"], "unknown env id 'NoSuchEnv-v0'"),
     (["train", "--env", "FrozenLake-v1"], "1-D Box observation space"),
-    (["train", "--env", "CartPole-v1", "--horizon", "4", "--act-steps", "2"], "discrete actions: act_steps and horizon must be 1"),
-    (["train", "--env", "simple_spread", "--algo", "dppo", "--dppo.ft-denoising-steps", "2"], "dppo supports single-agent tasks"),
+    (
+        ["train", "--env", "CartPole-v1", "--horizon", "4", "--act-steps", "2"],
+        "discrete actions: act_steps and horizon must be 1",
+    ),
+    (
+        ["train", "--env", "simple_spread", "--algo", "dppo", "--dppo.ft-denoising-steps", "2"],
+        "dppo supports single-agent tasks",
+    ),
     # files: config files, checkpoints, datasets, run folders
     (lambda d: T + ["--config", str(d / "bad.yaml")], "bad.yaml"),
     (lambda d: T + ["--config", str(d / "list.yaml")], "list.yaml"),
@@ -170,7 +184,9 @@ def test_any_value_for_any_field_is_accepted_or_a_one_line_error(key, value):
 
 
 @settings(max_examples=60, deadline=None)
-@given(key=st.sampled_from(sorted(FIELDS)), value=st.text(alphabet=string.ascii_letters + string.digits + "-.", max_size=8))
+@given(
+    key=st.sampled_from(sorted(FIELDS)), value=st.text(alphabet=string.ascii_letters + string.digits + "-.", max_size=8)
+)
 def test_cli_never_shows_a_traceback_for_a_config_value(key, value):
     import contextlib
     import io

@@ -10,8 +10,14 @@ from typing import Any
 from ncdpo.errors import NcdpoError
 
 __version__ = "0.1.0"
-_API = {"Policy": "ncdpo.api", "load_policy": "ncdpo.api", "pretrain": "ncdpo.api", "resolve": "ncdpo.api",
-        "train": "ncdpo.api", "TrainConfig": "ncdpo.config"}
+_API = {
+    "Policy": "ncdpo.api",
+    "load_policy": "ncdpo.api",
+    "pretrain": "ncdpo.api",
+    "resolve": "ncdpo.api",
+    "train": "ncdpo.api",
+    "TrainConfig": "ncdpo.config",
+}
 __all__ = ["NcdpoError", "Policy", "TrainConfig", "__version__", "load_policy", "pretrain", "resolve", "train"]
 
 

@@ -85,8 +85,9 @@ class Policy:
         single = obs.ndim == 1
         rows = obs[None] if single else obs
         if rows.ndim != 2 or rows.shape[1] != self.obs_dim:
-            raise NcdpoError(f"policy for {self.env_id} takes observations of {self.obs_dim} numbers, got shape "
-                             f"{tuple(obs.shape)}")
+            raise NcdpoError(
+                f"policy for {self.env_id} takes observations of {self.obs_dim} numbers, got shape {tuple(obs.shape)}"
+            )
         if self._left is not None and len(self._left) != len(rows):
             self.reset()  # a different number of rows: start over
         need = np.ones(len(rows), bool) if self._left is None else self._left == 0
@@ -119,9 +120,11 @@ class Policy:
             self._left[need] = self.act_steps
 
     def __repr__(self) -> str:
-        return (f"Policy({self.algo} on {self.env_id}, obs {self.obs_dim}, "
-                f"{'actions ' + str(self.act_dim) if self.discrete else 'action dim ' + str(self.act_dim)}, "
-                f"act_steps {self.act_steps}, from {self.checkpoint.path})")
+        return (
+            f"Policy({self.algo} on {self.env_id}, obs {self.obs_dim}, "
+            f"{'actions ' + str(self.act_dim) if self.discrete else 'action dim ' + str(self.act_dim)}, "
+            f"act_steps {self.act_steps}, from {self.checkpoint.path})"
+        )
 
 
 def to_env(a: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -143,8 +146,9 @@ def _values(config: TrainConfig | Mapping[str, Any] | str | Path | None, values:
     return out
 
 
-def resolve(config: TrainConfig | Mapping[str, Any] | str | Path | None = None, command: str = "train",
-            **values: Any) -> TrainConfig:
+def resolve(
+    config: TrainConfig | Mapping[str, Any] | str | Path | None = None, command: str = "train", **values: Any
+) -> TrainConfig:
     """The config :func:`train` / :func:`pretrain` run: a :class:`TrainConfig` as given (validated), or resolved as
     the CLI does (defaults, task preset, ``init`` checkpoint, a config file, then ``values``)."""
     from ncdpo.config import apply_overrides, validate

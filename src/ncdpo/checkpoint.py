@@ -1,7 +1,8 @@
 """Checkpoints: one safetensors file holding weights, normaliser statistics, the config and counters.
 
 Files are written atomically (temporary file in the same folder, fsync, rename), so a crash never leaves a
-half-written checkpoint under the final name, and carry a SHA-256 of their tensor data that loading checks. Loading checks the format and that every tensor fits the
+half-written checkpoint under the final name, and carry a SHA-256 of their tensor data that loading checks. Loading
+checks the format and that every tensor fits the
 policy the config describes; any problem is a one-line :class:`NcdpoError`.
 """
 
@@ -44,7 +45,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):  # disk full, permissions, ...: the old file (if any) is untouched
-            raise NcdpoError(f"could not write {path}: {e.strerror or e} (an existing file there was left as it was)") from e
+            raise NcdpoError(
+                f"could not write {path}: {e.strerror or e} (an existing file there was left as it was)"
+            ) from e
         raise
 
 
@@ -143,10 +146,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if header.get("format") != FORMAT:
         raise NcdpoError(f"{p} is a safetensors file but not an ncdpo checkpoint (no '{FORMAT}' header)")
     if header.get("format_version") != FORMAT_VERSION:
-        raise NcdpoError(f"checkpoint {p} has format version {header.get('format_version')}; this ncdpo reads {FORMAT_VERSION}")
+        raise NcdpoError(
+            f"checkpoint {p} has format version {header.get('format_version')}; this ncdpo reads {FORMAT_VERSION}"
+        )
     try:
         cfg = from_dict(json.loads(header["config"]))
-        meta = {k: json.loads(v) for k, v in header.items() if k not in ("format", "format_version", "config", "sha256")}
+        meta = {
+            k: json.loads(v) for k, v in header.items() if k not in ("format", "format_version", "config", "sha256")
+        }
     except (KeyError, json.JSONDecodeError) as e:
         raise NcdpoError(f"checkpoint {p} has a damaged header ({e})") from None
     return Checkpoint(p, cfg, tensors, meta)
@@ -174,7 +181,9 @@ def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], w
     if missing or unexpected:
         k = (missing or unexpected)[0]
         kind = "lacks" if missing else "has an unexpected"
-        raise NcdpoError(f"{what} does not fit this policy: it {kind} tensor '{k}' (different architecture or algorithm)")
+        raise NcdpoError(
+            f"{what} does not fit this policy: it {kind} tensor '{k}' (different architecture or algorithm)"
+        )
     for k, v in own.items():
         if tuple(state[k].shape) != tuple(v.shape):
             raise NcdpoError(

@@ -36,16 +36,25 @@ def _option(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-SECTION_TITLES = {"": "run", "env": "environment (env.*)", "ppo": "PPO (ppo.*)", "diffusion": "diffusion policy (diffusion.*)",
-                  "dppo": "DPPO (dppo.*)", "mlp": "MLP policy of algo ppo (mlp.*)", "critic": "critic (critic.*)",
-                  "pretrain": "behaviour cloning (pretrain.*)"}
+SECTION_TITLES = {
+    "": "run",
+    "env": "environment (env.*)",
+    "ppo": "PPO (ppo.*)",
+    "diffusion": "diffusion policy (diffusion.*)",
+    "dppo": "DPPO (dppo.*)",
+    "mlp": "MLP policy of algo ppo (mlp.*)",
+    "critic": "critic (critic.*)",
+    "pretrain": "behaviour cloning (pretrain.*)",
+}
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
     """One option per config field, in a help group per section (ablations apart), plus the old names as hidden
     aliases."""
     groups = {key: p.add_argument_group(f"config: {title}") for key, title in SECTION_TITLES.items()}
-    ablations = p.add_argument_group("config: ablations and diagnostics (not part of any recipe; see benchmarks/RESULTS.md)")
+    ablations = p.add_argument_group(
+        "config: ablations and diagnostics (not part of any recipe; see benchmarks/RESULTS.md)"
+    )
     for key, (tp, doc, default) in flat_fields().items():
         origin = typing.get_origin(tp)
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": key, "metavar": key.split(".")[-1].upper()}
@@ -71,54 +80,103 @@ def _old_names(key: str) -> list[str]:
 
 
 def build_parser() -> _Parser:
-    parser = _Parser(prog="ncdpo", description="Fine-tune diffusion policies with NCDPO (PPO through every denoising step).")
+    parser = _Parser(
+        prog="ncdpo", description="Fine-tune diffusion policies with NCDPO (PPO through every denoising step)."
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    tr = sub.add_parser("train", help="train a policy (ncdpo, dppo or ppo) on a task",
-                        usage="ncdpo train [--env ID] [--algo ALGO] [--init CHECKPOINT] [--config FILE] "
-                              "[--SECTION.FIELD VALUE ...] | --resume RUN_DIR")
+    tr = sub.add_parser(
+        "train",
+        help="train a policy (ncdpo, dppo or ppo) on a task",
+        usage="ncdpo train [--env ID] [--algo ALGO] [--init CHECKPOINT] [--config FILE] "
+        "[--SECTION.FIELD VALUE ...] | --resume RUN_DIR",
+    )
     tr.add_argument("--config", metavar="FILE", help="JSON/YAML file of config values (nested or dotted keys)")
     tr.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
-    tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint (config, weights, "
-                    "optimiser, normalisers, RNG and env states); only " + ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_OVERRIDABLE)
-                    + " may be given with it")
+    tr.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its newest checkpoint (config, weights, "
+        "optimiser, normalisers, RNG and env states); only "
+        + ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_OVERRIDABLE)
+        + " may be given with it",
+    )
     tr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     _add_config_options(tr)
 
-    pt = sub.add_parser("pretrain", help="behaviour-clone a diffusion policy on a dataset",
-                        usage="ncdpo pretrain --dataset FILE [--env ID] [--config FILE] [--SECTION.FIELD VALUE ...] "
-                              "| --resume RUN_DIR")
+    pt = sub.add_parser(
+        "pretrain",
+        help="behaviour-clone a diffusion policy on a dataset",
+        usage="ncdpo pretrain --dataset FILE [--env ID] [--config FILE] [--SECTION.FIELD VALUE ...] | --resume RUN_DIR",
+    )
     pt.add_argument("--config", metavar="FILE", help="JSON/YAML file of config values (nested or dotted keys)")
     pt.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
-    pt.add_argument("--resume", metavar="RUN_DIR", help="continue a pretrain run from its newest checkpoint; only "
-                    + ", ".join(f"--{k.replace('_', '-')}" for k in PRETRAIN_RESUME_OVERRIDABLE) + " may be given with it")
+    pt.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a pretrain run from its newest checkpoint; only "
+        + ", ".join(f"--{k.replace('_', '-')}" for k in PRETRAIN_RESUME_OVERRIDABLE)
+        + " may be given with it",
+    )
     pt.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     _add_config_options(pt)
-    pt.add_argument("--dataset", dest="pretrain.dataset", default=argparse.SUPPRESS, metavar="FILE", help="short for --pretrain.dataset")
+    pt.add_argument(
+        "--dataset",
+        dest="pretrain.dataset",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="short for --pretrain.dataset",
+    )
 
     co = sub.add_parser("collect", help="roll out a saved policy into a dataset file")
     co.add_argument("path", metavar="RUN_OR_CHECKPOINT")
     co.add_argument("--out", required=True, metavar="FILE", help="dataset file to write (.hdf5)")
     co.add_argument("--episodes", type=int, default=0, help="number of complete episodes")
     co.add_argument("--transitions", type=int, default=0, help="number of env steps (instead of --episodes)")
-    co.add_argument("--action-noise", type=float, default=0.0, help="std of extra Gaussian noise on the normalised action (default: 0)")
-    co.add_argument("--deterministic", action="store_true", help="no exploration noise of the policy itself (default: sampled)")
+    co.add_argument(
+        "--action-noise",
+        type=float,
+        default=0.0,
+        help="std of extra Gaussian noise on the normalised action (default: 0)",
+    )
+    co.add_argument(
+        "--deterministic", action="store_true", help="no exploration noise of the policy itself (default: sampled)"
+    )
     co.add_argument("--seed", type=int, default=0, help="seed of the envs and noise (default: 0)")
     co.add_argument("--n-envs", type=int, default=8, help="envs stepped side by side (default: 8)")
     co.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     co.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
 
-    de = sub.add_parser("demos", help="record scripted demonstrations of a manipulation task (lift, can, square, transport) into a dataset file")
+    de = sub.add_parser(
+        "demos",
+        help="record scripted demonstrations of a manipulation task (lift, can, square, transport) into a dataset file",
+    )
     de.add_argument("task", metavar="TASK", help="lift, can, square or transport (or a -dense variant)")
     de.add_argument("--out", required=True, metavar="FILE", help="dataset file to write (.hdf5)")
     de.add_argument("--episodes", type=int, default=100, help="number of episodes, successful or not (default: 100)")
-    de.add_argument("--noise", type=float, default=0.1, help="std of the operator's action noise, scaled by skill (default: 0.1)")
-    de.add_argument("--offset", type=float, default=0.01, help="std in metres of the operator's grasp error, scaled by skill (default: 0.01)")
-    de.add_argument("--mistake", type=float, default=0.2, help="probability of a mistake (closing above the object; on Can "
-                    "and transport also dropping it half way), scaled by skill (default: 0.2)")
-    de.add_argument("--skill", default="", help="one operator for all episodes: better, okay or worse (default: drawn per episode)")
-    de.add_argument("--seed", type=int, default=0, help="reset seed of the first episode; episode i uses seed + i (default: 0)")
+    de.add_argument(
+        "--noise", type=float, default=0.1, help="std of the operator's action noise, scaled by skill (default: 0.1)"
+    )
+    de.add_argument(
+        "--offset",
+        type=float,
+        default=0.01,
+        help="std in metres of the operator's grasp error, scaled by skill (default: 0.01)",
+    )
+    de.add_argument(
+        "--mistake",
+        type=float,
+        default=0.2,
+        help="probability of a mistake (closing above the object; on Can "
+        "and transport also dropping it half way), scaled by skill (default: 0.2)",
+    )
+    de.add_argument(
+        "--skill", default="", help="one operator for all episodes: better, okay or worse (default: drawn per episode)"
+    )
+    de.add_argument(
+        "--seed", type=int, default=0, help="reset seed of the first episode; episode i uses seed + i (default: 0)"
+    )
     de.add_argument("--workers", type=int, default=1, help="processes (default: 1); the data do not depend on it")
     de.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     de.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
@@ -130,9 +188,14 @@ def build_parser() -> _Parser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs and noise (default: 0)")
     ev.add_argument("--n-envs", type=int, default=16, help="envs stepped side by side (default: 16)")
     ev.add_argument("--device", default="cpu", help="device (default: cpu)")
-    ev.add_argument("--chain-noise-scale", type=float, default=None, metavar="S",
-                    help="NCDPO only: multiply the chain noise by S (0: the noise-free path of the chain); "
-                         "default: as the checkpoint was trained")
+    ev.add_argument(
+        "--chain-noise-scale",
+        type=float,
+        default=None,
+        metavar="S",
+        help="NCDPO only: multiply the chain noise by S (0: the noise-free path of the chain); "
+        "default: as the checkpoint was trained",
+    )
     ev.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
 
@@ -175,8 +238,11 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     if args.resume:
         trainer = Trainer.resume(args.resume, _resume_overrides(args, extra, RESUME_OVERRIDABLE))
-        print(f"resuming {trainer.run_dir} from {trainer.resumed_from} (iteration {trainer.iteration}, "
-              f"{trainer.env_steps} env steps)", flush=True)
+        print(
+            f"resuming {trainer.run_dir} from {trainer.resumed_from} (iteration {trainer.iteration}, "
+            f"{trainer.env_steps} env steps)",
+            flush=True,
+        )
         return _run_trainer(trainer)
     cfg = resolve_train_config(args, extra)
     if args.print_config:
@@ -232,12 +298,18 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise NcdpoError(f"--n-envs must be >= 1 (got {args.n_envs})")
     if args.episodes < 0 or args.transitions < 0:
         raise NcdpoError("--episodes and --transitions must be >= 0")
-    ds = collect(args.path, args.episodes, args.transitions, args.action_noise, args.deterministic, args.seed, args.n_envs)
+    ds = collect(
+        args.path, args.episodes, args.transitions, args.action_noise, args.deterministic, args.seed, args.n_envs
+    )
     ds.save(out)
     st = ds.stats()
-    print(f"wrote {out}: {ds.env_id}, {st['episodes']} episodes, {st['transitions']} transitions, "
-          f"return {st['return_mean']:.1f} ± {st['return_std']:.1f} (min {st['return_min']:.1f}, max {st['return_max']:.1f}); "
-          f"{st['complete_episodes']} complete episodes: {st['complete_return_mean']:.1f} ± {st['complete_return_std']:.1f}")
+    print(
+        f"wrote {out}: {ds.env_id}, {st['episodes']} episodes, {st['transitions']} transitions, "
+        f"return {st['return_mean']:.1f} ± {st['return_std']:.1f} (min {st['return_min']:.1f}, max "
+        f"{st['return_max']:.1f}); "
+        f"{st['complete_episodes']} complete episodes: {st['complete_return_mean']:.1f} ± "
+        f"{st['complete_return_std']:.1f}"
+    )
     return 0
 
 
@@ -247,15 +319,19 @@ def cmd_demos(args: argparse.Namespace) -> int:
     out = _dataset_out(args)
     if args.workers < 1:
         raise NcdpoError(f"--workers must be >= 1 (got {args.workers})")
-    ds = collect_demos(args.task, args.episodes, args.noise, args.offset, args.seed, args.workers, args.skill, args.mistake)
+    ds = collect_demos(
+        args.task, args.episodes, args.noise, args.offset, args.seed, args.workers, args.skill, args.mistake
+    )
     ds.save(out)
     m = ds.meta
     by_skill = {}
     for sk, ok in zip(m["skills"], m["successes"]):
         by_skill.setdefault(sk, []).append(ok)
     detail = ", ".join(f"{sk} {sum(v)}/{len(v)}" for sk, v in sorted(by_skill.items()))
-    print(f"wrote {out}: {args.task}, {len(ds.episodes)} episodes, {ds.n_transitions} transitions, "
-          f"success rate {m['success_rate']:.2f} ({detail})")
+    print(
+        f"wrote {out}: {args.task}, {len(ds.episodes)} episodes, {ds.n_transitions} transitions, "
+        f"success rate {m['success_rate']:.2f} ({detail})"
+    )
     return 0
 
 
@@ -270,15 +346,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = ck.config
     if args.chain_noise_scale is not None:
         if cfg.algo != "ncdpo":
-            raise NcdpoError(f"--chain-noise-scale applies to NCDPO checkpoints only ({ck.path} holds a {cfg.algo} policy)")
+            raise NcdpoError(
+                f"--chain-noise-scale applies to NCDPO checkpoints only ({ck.path} holds a {cfg.algo} policy)"
+            )
         if not args.chain_noise_scale >= 0:
             raise NcdpoError(f"--chain-noise-scale must be >= 0 (got {args.chain_noise_scale})")
         agent.policy.cfg.chain_noise_scale = args.chain_noise_scale  # the policy's config is cfg.diffusion
     deterministic = not args.sampled
     if args.n_envs < 1:
         raise NcdpoError(f"--n-envs must be >= 1 (got {args.n_envs})")
-    res = evaluate(agent, obs_norm, cfg.env.id, args.episodes, cfg.act_steps, deterministic, args.seed,
-                   cfg.env.max_episode_steps, max_envs=args.n_envs, vector=cfg.env.vector)
+    res = evaluate(
+        agent,
+        obs_norm,
+        cfg.env.id,
+        args.episodes,
+        cfg.act_steps,
+        deterministic,
+        args.seed,
+        cfg.env.max_episode_steps,
+        max_envs=args.n_envs,
+        vector=cfg.env.vector,
+    )
     mode = "deterministic" if deterministic else "sampled"
     print(
         f"{cfg.env.id} {cfg.algo} ({ck.path}, {ck.meta.get('env_steps', '?')} env steps): "
@@ -290,8 +378,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in res.items()}
         clean["successes"] = [None if x != x else x for x in res["successes"]]
-        payload = {"checkpoint": str(ck.path), "env_id": cfg.env.id, "algo": cfg.algo, "mode": mode,
-                   "chain_noise_scale": cfg.diffusion.chain_noise_scale if cfg.algo == "ncdpo" else None, **clean}
+        payload = {
+            "checkpoint": str(ck.path),
+            "env_id": cfg.env.id,
+            "algo": cfg.algo,
+            "mode": mode,
+            "chain_noise_scale": cfg.diffusion.chain_noise_scale if cfg.algo == "ncdpo" else None,
+            **clean,
+        }
         atomic_write_bytes(args.json, json.dumps(payload, indent=2).encode())
     return 0
 

@@ -390,8 +390,13 @@ SECTION_ALIASES = {"gaussian": "mlp"}
 FIELD_ALIASES: dict[str, str] = {}
 
 # Fields that are ablations or diagnostics of the method, not part of any recipe (``--help`` lists them apart).
-ABLATION_FIELDS = ("diffusion.init", "diffusion.out_init_scale", "diffusion.clip_last_step", "diffusion.min_chain_std",
-                   "diffusion.chain_noise_scale")
+ABLATION_FIELDS = (
+    "diffusion.init",
+    "diffusion.out_init_scale",
+    "diffusion.clip_last_step",
+    "diffusion.min_chain_std",
+    "diffusion.chain_noise_scale",
+)
 
 
 def canonical_key(key: str) -> str:
@@ -405,8 +410,11 @@ def canonical_key(key: str) -> str:
 
 def copy_config(cfg: Any) -> Any:
     """A copy of a config whose nested sections are copies too (changing it leaves ``cfg`` alone)."""
-    changes = {f.name: copy_config(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-               if dataclasses.is_dataclass(getattr(cfg, f.name))}
+    changes = {
+        f.name: copy_config(getattr(cfg, f.name))
+        for f in dataclasses.fields(cfg)
+        if dataclasses.is_dataclass(getattr(cfg, f.name))
+    }
     return dataclasses.replace(cfg, **changes)
 
 
@@ -487,9 +495,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     )
     need(cfg.env.n_envs >= 1, f"env.n_envs must be >= 1 (got {cfg.env.n_envs})")
     need(cfg.env.max_episode_steps >= 0, "env.max_episode_steps must be >= 0")
-    need(cfg.env.vector in ("auto", "sync", "async"), f"env.vector must be auto, sync or async (got {cfg.env.vector!r})")
-    need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device) is not None,
-         f"device must be auto, cpu, cuda, cuda:N or mps (got {cfg.device!r})")
+    need(
+        cfg.env.vector in ("auto", "sync", "async"), f"env.vector must be auto, sync or async (got {cfg.env.vector!r})"
+    )
+    need(
+        re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device) is not None,
+        f"device must be auto, cpu, cuda, cuda:N or mps (got {cfg.device!r})",
+    )
     need(cfg.env.clip_obs > 0, f"env.clip_obs must be positive (got {cfg.env.clip_obs})")
     need(cfg.ppo.vf_coef >= 0, f"ppo.vf_coef must be >= 0 (got {cfg.ppo.vf_coef})")
     need(cfg.save_every >= 1, f"save_every must be >= 1 (got {cfg.save_every})")
@@ -534,14 +546,20 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         0 < d.sigma_exp_min <= d.sigma_exp_start <= d.sigma_exp_max,
         "diffusion.sigma_exp_start must lie in [sigma_exp_min, sigma_exp_max] with sigma_exp_min > 0",
     )
-    need(all(x > 0 for x in d.sigma_exp_scale),
-         f"diffusion.sigma_exp_scale entries must be positive (got {list(d.sigma_exp_scale)})")
-    need(d.sigma_exp != "learnable" or all(d.sigma_exp_min <= d.sigma_exp_start * x <= d.sigma_exp_max
-                                            for x in d.sigma_exp_scale),
-         "diffusion.sigma_exp_start * sigma_exp_scale must lie in [sigma_exp_min, sigma_exp_max] for a learnable std")
+    need(
+        all(x > 0 for x in d.sigma_exp_scale),
+        f"diffusion.sigma_exp_scale entries must be positive (got {list(d.sigma_exp_scale)})",
+    )
+    need(
+        d.sigma_exp != "learnable"
+        or all(d.sigma_exp_min <= d.sigma_exp_start * x <= d.sigma_exp_max for x in d.sigma_exp_scale),
+        "diffusion.sigma_exp_start * sigma_exp_scale must lie in [sigma_exp_min, sigma_exp_max] for a learnable std",
+    )
     need(d.sigma_exp_lr >= 0, f"diffusion.sigma_exp_lr must be >= 0 (got {d.sigma_exp_lr})")
-    need(d.sigma_exp_lr == 0 or d.sigma_exp == "learnable",
-         f"diffusion.sigma_exp_lr applies to a learnable exploration std only (diffusion.sigma_exp is '{d.sigma_exp}')")
+    need(
+        d.sigma_exp_lr == 0 or d.sigma_exp == "learnable",
+        f"diffusion.sigma_exp_lr applies to a learnable exploration std only (diffusion.sigma_exp is '{d.sigma_exp}')",
+    )
     need(d.min_chain_std >= 0, f"diffusion.min_chain_std must be >= 0 (got {d.min_chain_std})")
     need(d.out_init_scale >= 0, f"diffusion.out_init_scale must be >= 0 (got {d.out_init_scale})")
     need(d.chain_noise_scale >= 0, f"diffusion.chain_noise_scale must be >= 0 (got {d.chain_noise_scale})")
@@ -550,8 +568,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     n_chain = d.ddim_steps if d.sampler == "ddim" else d.denoising_steps
     q = cfg.dppo
     if cfg.algo == "dppo":
-        need(1 <= q.ft_denoising_steps <= n_chain,
-             f"dppo.ft_denoising_steps (K') must be between 1 and the chain length {n_chain} (got {q.ft_denoising_steps})")
+        need(
+            1 <= q.ft_denoising_steps <= n_chain,
+            f"dppo.ft_denoising_steps (K') must be between 1 and the chain length {n_chain} (got "
+            f"{q.ft_denoising_steps})",
+        )
     need(q.min_sampling_std > 0, f"dppo.min_sampling_std must be positive (got {q.min_sampling_std})")
     need(q.min_logprob_std > 0, f"dppo.min_logprob_std must be positive (got {q.min_logprob_std})")
     need(0 < q.gamma_denoise <= 1, f"dppo.gamma_denoise must be in (0, 1] (got {q.gamma_denoise})")

@@ -16,7 +16,11 @@ class Logger:
     """
 
     def __init__(
-        self, run_dir: str | Path, tensorboard: bool = True, resume_iteration: int | None = None, resume_step: int = 0,
+        self,
+        run_dir: str | Path,
+        tensorboard: bool = True,
+        resume_iteration: int | None = None,
+        resume_step: int = 0,
         key: str = "iteration",
     ) -> None:
         """With ``resume_iteration`` the log continues an earlier one: CSV rows after that iteration (written

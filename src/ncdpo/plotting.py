@@ -40,7 +40,9 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def aggregate(curves: Sequence[tuple[np.ndarray, np.ndarray]], n_points: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def aggregate(
+    curves: Sequence[tuple[np.ndarray, np.ndarray]], n_points: int = 100
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and std across runs on a common grid (up to the shortest run's last x)."""
     x_max = min(c[0][-1] for c in curves)
     x_min = max(c[0][0] for c in curves)

@@ -27,8 +27,13 @@ def asset_dir(task: str) -> Path:
 
 def available() -> list[str]:
     """Tasks with shipped files."""
-    return sorted(p.name for d, files in ((ASSETS, FILES), (MANIPULATION_ASSETS, MANIPULATION_FILES)) if d.is_dir()
-                  for p in d.iterdir() if (p / files["checkpoint"]).is_file())
+    return sorted(
+        p.name
+        for d, files in ((ASSETS, FILES), (MANIPULATION_ASSETS, MANIPULATION_FILES))
+        if d.is_dir()
+        for p in d.iterdir()
+        if (p / files["checkpoint"]).is_file()
+    )
 
 
 def resolve(spec: str | Path, kind: str) -> Path:
@@ -36,7 +41,7 @@ def resolve(spec: str | Path, kind: str) -> Path:
     s = str(spec)
     if not s.startswith(PREFIX):
         return Path(s)
-    task = s[len(PREFIX):]
+    task = s[len(PREFIX) :]
     folder = asset_dir(task)
     path = folder / (MANIPULATION_FILES if folder.parent == MANIPULATION_ASSETS else FILES)[kind]
     if not path.is_file():

@@ -22,6 +22,7 @@ from ncdpo.envs.snapshot import env_state, set_env_state
 
 __all__ = ["env_state", "pack", "rng_state", "set_env_state", "set_rng_state", "unpack"]
 
+
 # ---------------------------------------------------------------------------------------------- encoding
 def pack(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """A JSON-able copy of ``obj`` whose arrays/tensors are moved into ``tensors`` under ``prefix``."""
@@ -80,5 +81,3 @@ def set_rng_state(st: dict[str, Any]) -> None:
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
-
-

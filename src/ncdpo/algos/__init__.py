@@ -43,5 +43,15 @@ def load_agent(path: str | Path, device: str = "cpu") -> tuple[Agent, ObsNormali
     return agent.to(resolve_device(device)).eval(), obs_norm, ck
 
 
-__all__ = ["AGENTS", "ActOutput", "Agent", "Batch", "DPPOAgent", "NCDPOAgent", "PPOAgent", "RolloutBuffer",
-           "load_agent", "make_agent"]
+__all__ = [
+    "AGENTS",
+    "ActOutput",
+    "Agent",
+    "Batch",
+    "DPPOAgent",
+    "NCDPOAgent",
+    "PPOAgent",
+    "RolloutBuffer",
+    "load_agent",
+    "make_agent",
+]

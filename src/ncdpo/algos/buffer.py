@@ -53,8 +53,16 @@ class RolloutBuffer:
         self.obs, self.rewards, self.dones, self.values = z(self.obs_dim), z(), z(), z()
         self.log_probs = z()  # reshaped on the first add if the agent returns several log-probs per decision
 
-    def add(self, t: int, obs: torch.Tensor, value: torch.Tensor, log_prob: torch.Tensor,
-            store: dict[str, torch.Tensor], reward: torch.Tensor, done: torch.Tensor) -> None:
+    def add(
+        self,
+        t: int,
+        obs: torch.Tensor,
+        value: torch.Tensor,
+        log_prob: torch.Tensor,
+        store: dict[str, torch.Tensor],
+        reward: torch.Tensor,
+        done: torch.Tensor,
+    ) -> None:
         """Record decision ``t`` of every env row."""
         if log_prob.dim() > 1 and self.log_probs.shape[2:] != log_prob.shape[1:]:
             self.log_probs = torch.zeros(self.T, *log_prob.shape, device=self.device)
@@ -72,5 +80,11 @@ class RolloutBuffer:
         def flat(x: torch.Tensor) -> torch.Tensor:
             return x.reshape(B, *x.shape[2:])
 
-        return Batch(flat(self.obs), flat(self.log_probs), flat(advantages), flat(returns), flat(self.values),
-                     {k: flat(v) for k, v in self.store.items()})
+        return Batch(
+            flat(self.obs),
+            flat(self.log_probs),
+            flat(advantages),
+            flat(returns),
+            flat(self.values),
+            {k: flat(v) for k, v in self.store.items()},
+        )

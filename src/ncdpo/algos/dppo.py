@@ -120,8 +120,14 @@ class DPPOAgent(Agent):
             "x_next": chain[:, 1:].reshape(B * K, -1),
             "k": torch.arange(K, device=batch.obs.device).repeat(B),
         }
-        return Batch(rep(batch.obs), batch.log_prob.reshape(B * K), rep(batch.advantages), rep(batch.returns),
-                     rep(batch.values), samples)
+        return Batch(
+            rep(batch.obs),
+            batch.log_prob.reshape(B * K),
+            rep(batch.advantages),
+            rep(batch.returns),
+            rep(batch.values),
+            samples,
+        )
 
     def log_prob_entropy(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         k = store["k"]

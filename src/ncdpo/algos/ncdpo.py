@@ -25,7 +25,9 @@ class NCDPOAgent(Agent):
     init_algos = ("dppo",)
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: TrainConfig, spec: EnvSpec | None = None) -> None:
-        if cfg.critic.condition_on_mean:  # the critic sees the executed part of m_theta_old(s, xi) (discrete: the logits)
+        if (
+            cfg.critic.condition_on_mean
+        ):  # the critic sees the executed part of m_theta_old(s, xi) (discrete: the logits)
             self.critic_extra_dim = cfg.act_steps * act_dim
         super().__init__(obs_dim, act_dim, cfg, spec)
         if self.discrete:

@@ -26,8 +26,9 @@ class _Minibatches:
         vn = agent.value_norm
         if vn is not None:  # the critic learns standardised returns (its old outputs were standardised the same way)
             vn.update(batch.returns)
-        self.v_ret, self.v_old = ((batch.returns, batch.values) if vn is None
-                                  else (vn.normalize(batch.returns), vn.normalize(batch.values)))
+        self.v_ret, self.v_old = (
+            (batch.returns, batch.values) if vn is None else (vn.normalize(batch.returns), vn.normalize(batch.values))
+        )
         self.params = [q for g in optimizer.param_groups for q in g["params"]]
         self.stats: dict[str, list[float]] = {k: [] for k in STATS}
         self.first_ratio_dev = math.nan
@@ -74,15 +75,26 @@ class _Minibatches:
         check_finite(pl.loss, "policy loss")
         check_finite(v_loss, "value loss")
         gn = self._step(loss)
-        for k, v in (("policy_loss", pl.loss), ("value_loss", v_loss), ("entropy", entropy),
-                     ("approx_kl", pl.approx_kl), ("clipfrac", pl.clipfrac), ("grad_norm", gn)):
+        for k, v in (
+            ("policy_loss", pl.loss),
+            ("value_loss", v_loss),
+            ("entropy", entropy),
+            ("approx_kl", pl.approx_kl),
+            ("clipfrac", pl.clipfrac),
+            ("grad_norm", gn),
+        ):
             self.stats[k].append(float(v.detach()) if torch.is_tensor(v) else float(v))
         return True
 
 
 def ppo_update(
-    agent: Agent, optimizer: torch.optim.Optimizer, buf: RolloutBuffer, adv: torch.Tensor, returns: torch.Tensor,
-    cfg: TrainConfig, train_actor: bool = True,
+    agent: Agent,
+    optimizer: torch.optim.Optimizer,
+    buf: RolloutBuffer,
+    adv: torch.Tensor,
+    returns: torch.Tensor,
+    cfg: TrainConfig,
+    train_actor: bool = True,
 ) -> dict[str, float]:
     """``update_epochs`` passes of clipped PPO over shuffled minibatches of the flattened rollout.
 
@@ -108,7 +120,9 @@ def ppo_update(
             break
     out = {f"losses/{k}": (float(np.mean(v)) if v else math.nan) for k, v in mb.stats.items()}
     var_y = float(batch.returns.var())
-    out["losses/explained_variance"] = math.nan if var_y == 0 else 1.0 - float((batch.returns - batch.values).var()) / var_y
+    out["losses/explained_variance"] = (
+        math.nan if var_y == 0 else 1.0 - float((batch.returns - batch.values).var()) / var_y
+    )
     out["losses/first_minibatch_ratio_dev"] = mb.first_ratio_dev
     out["losses/epochs"] = float(epochs_done)
     return out

@@ -43,8 +43,15 @@ class _Recorder:
         if T:
             dones = np.zeros(T, bool)
             dones[-1] = terminated
-            self.episodes.append(Episode(np.array(b["obs"], np.float32), np.array(b["act"], np.float32),
-                                         np.array(b["rew"], np.float32), dones, truncated and not terminated))
+            self.episodes.append(
+                Episode(
+                    np.array(b["obs"], np.float32),
+                    np.array(b["act"], np.float32),
+                    np.array(b["rew"], np.float32),
+                    dones,
+                    truncated and not terminated,
+                )
+            )
         self.bufs[i] = self._empty()
 
 
@@ -118,6 +125,13 @@ def collect(
         e.close()
     if not rec.episodes:
         raise NcdpoError("collection produced no transitions")
-    meta = {"source_checkpoint": str(ck.path), "source_algo": cfg.algo, "source_env_steps": ck.meta.get("env_steps"),
-            "action_noise": action_noise, "deterministic": deterministic, "seed": seed, "cut_episodes": rec.cut}
+    meta = {
+        "source_checkpoint": str(ck.path),
+        "source_algo": cfg.algo,
+        "source_env_steps": ck.meta.get("env_steps"),
+        "action_noise": action_noise,
+        "deterministic": deterministic,
+        "seed": seed,
+        "cut_episodes": rec.cut,
+    }
     return Dataset(rec.episodes, cfg.env.id, low, high, meta)

@@ -117,9 +117,15 @@ class Dataset:
             with h5py.File(tmp, "w") as f:
                 g = f.create_group("data")
                 g.attrs.update(
-                    format=FORMAT, format_version=FORMAT_VERSION, env_id=self.env_id, obs_dim=self.obs_dim,
-                    act_dim=self.act_dim, action_low=self.action_low, action_high=self.action_high,
-                    total=self.n_transitions, meta=json.dumps(self.meta),
+                    format=FORMAT,
+                    format_version=FORMAT_VERSION,
+                    env_id=self.env_id,
+                    obs_dim=self.obs_dim,
+                    act_dim=self.act_dim,
+                    action_low=self.action_low,
+                    action_high=self.action_high,
+                    total=self.n_transitions,
+                    meta=json.dumps(self.meta),
                 )
                 for i, e in enumerate(self.episodes):
                     d = g.create_group(f"demo_{i}")
@@ -136,7 +142,9 @@ class Dataset:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
             if isinstance(e, OSError):
-                raise NcdpoError(f"could not write dataset {path}: {e.strerror or e} (an existing file there was left as it was)") from e
+                raise NcdpoError(
+                    f"could not write dataset {path}: {e.strerror or e} (an existing file there was left as it was)"
+                ) from e
             raise
         return path
 
@@ -151,18 +159,24 @@ def validate_dataset(ds: Dataset) -> Dataset:
     for i, e in enumerate(ds.episodes):
         where = f"dataset {src}, episode {i}"
         if e.obs.ndim != 2 or e.actions.ndim != 2:
-            raise NcdpoError(f"{where}: obs and actions must be 2-D (T, dim); got shapes {e.obs.shape} and {e.actions.shape}")
+            raise NcdpoError(
+                f"{where}: obs and actions must be 2-D (T, dim); got shapes {e.obs.shape} and {e.actions.shape}"
+            )
         T = len(e.actions)
         if T == 0:
             raise NcdpoError(f"{where} is empty")
         if e.obs.shape[0] != T or e.rewards.shape != (T,) or e.dones.shape != (T,):
             raise NcdpoError(
-                f"{where}: lengths disagree (obs {e.obs.shape}, actions {e.actions.shape}, rewards {e.rewards.shape}, dones {e.dones.shape})"
+                f"{where}: lengths disagree (obs {e.obs.shape}, actions {e.actions.shape}, rewards "
+                f"{e.rewards.shape}, dones {e.dones.shape})"
             )
         obs_dim = obs_dim or e.obs.shape[1]
         act_dim = act_dim or e.actions.shape[1]
         if e.obs.shape[1] != obs_dim or e.actions.shape[1] != act_dim:
-            raise NcdpoError(f"{where}: obs/action dims ({e.obs.shape[1]}, {e.actions.shape[1]}) differ from episode 0's ({obs_dim}, {act_dim})")
+            raise NcdpoError(
+                f"{where}: obs/action dims ({e.obs.shape[1]}, {e.actions.shape[1]}) differ from episode 0's "
+                f"({obs_dim}, {act_dim})"
+            )
         for name in ("obs", "actions", "rewards"):
             if not np.all(np.isfinite(getattr(e, name))):
                 raise NcdpoError(f"{where}: '{name}' contains NaN or inf")
@@ -203,7 +217,9 @@ def _load_hdf5(path: Path) -> Dataset:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise NcdpoError(f"dataset {path} is not a readable HDF5 file (truncated or corrupt?): {str(e).splitlines()[0]}") from None
+        raise NcdpoError(
+            f"dataset {path} is not a readable HDF5 file (truncated or corrupt?): {str(e).splitlines()[0]}"
+        ) from None
     with f:
         if "data" not in f:
             raise NcdpoError(f"dataset {path} has no 'data' group (expected robomimic-style data/demo_<i>/...)")
@@ -216,11 +232,15 @@ def _load_hdf5(path: Path) -> Dataset:
                 missing = [x for x in ("obs", "actions", "rewards", "dones") if x not in d]
                 if missing:
                     raise NcdpoError(f"dataset {path}: {k} lacks '{missing[0]}'")
-                episodes.append(Episode(
-                    np.asarray(d["obs"][()], np.float32), np.asarray(d["actions"][()], np.float32),
-                    np.asarray(d["rewards"][()], np.float32).reshape(-1), np.asarray(d["dones"][()]).astype(bool).reshape(-1),
-                    bool(d.attrs.get("truncated", False)),
-                ))
+                episodes.append(
+                    Episode(
+                        np.asarray(d["obs"][()], np.float32),
+                        np.asarray(d["actions"][()], np.float32),
+                        np.asarray(d["rewards"][()], np.float32).reshape(-1),
+                        np.asarray(d["dones"][()]).astype(bool).reshape(-1),
+                        bool(d.attrs.get("truncated", False)),
+                    )
+                )
             env_id = str(g.attrs.get("env_id", ""))
             meta = json.loads(g.attrs.get("meta", "{}"))
             lo = np.asarray(g.attrs["action_low"], np.float32) if "action_low" in g.attrs else None
@@ -267,7 +287,10 @@ def _load_npz(path: Path) -> Dataset:
     rewards = np.asarray(pick("rewards"), np.float32)
     n = len(actions)
     if obs.ndim != 2 or actions.ndim != 2 or len(obs) != n or rewards.reshape(-1).shape != (n,):
-        raise NcdpoError(f"dataset {path}: flat arrays disagree (observations {obs.shape}, actions {actions.shape}, rewards {rewards.shape})")
+        raise NcdpoError(
+            f"dataset {path}: flat arrays disagree (observations {obs.shape}, actions {actions.shape}, rewards "
+            f"{rewards.shape})"
+        )
     terminals = pick("terminals", "dones", required=False)
     timeouts = pick("timeouts", required=False)
     terminals = np.zeros(n, bool) if terminals is None else np.asarray(terminals).astype(bool).reshape(-1)
@@ -292,11 +315,22 @@ def _load_minari(dataset_id: str) -> Dataset:
     for ep in md.iterate_episodes():
         obs = np.asarray(ep.observations, np.float32)
         if obs.ndim != 2:
-            raise NcdpoError(f"Minari dataset '{dataset_id}' has non-flat observations (shape {obs.shape}); only Box observations are supported")
+            raise NcdpoError(
+                f"Minari dataset '{dataset_id}' has non-flat observations (shape {obs.shape}); only Box "
+                "observations are supported"
+            )
         T = len(ep.actions)
         term = np.asarray(ep.terminations, bool).reshape(-1)
         trunc = np.asarray(ep.truncations, bool).reshape(-1)
-        episodes.append(Episode(obs[:T], np.asarray(ep.actions, np.float32), np.asarray(ep.rewards, np.float32).reshape(-1), term, bool(trunc[-1]) if T else False))
+        episodes.append(
+            Episode(
+                obs[:T],
+                np.asarray(ep.actions, np.float32),
+                np.asarray(ep.rewards, np.float32).reshape(-1),
+                term,
+                bool(trunc[-1]) if T else False,
+            )
+        )
     space = md.action_space
     env_id = ""
     try:
@@ -309,12 +343,13 @@ def _load_minari(dataset_id: str) -> Dataset:
 
 
 def load_dataset(path: str | Path) -> Dataset:
-    """Read and validate a dataset: ``.hdf5``/``.h5`` (ncdpo/robomimic layout), ``.npz``, ``minari:ID`` or ``shipped:TASK``."""
+    """Read and validate a dataset: ``.hdf5``/``.h5`` (ncdpo/robomimic layout), ``.npz``, ``minari:ID`` or
+    ``shipped:TASK``."""
     from ncdpo.shipped import resolve
 
     s = str(resolve(path, "dataset"))
     if s.startswith("minari:"):
-        return validate_dataset(_load_minari(s[len("minari:"):]))
+        return validate_dataset(_load_minari(s[len("minari:") :]))
     p = Path(s)
     if not p.is_file():
         raise NcdpoError(f"dataset not found: {p}")

@@ -15,6 +15,7 @@ def object_pos(dem: Any) -> np.ndarray:
     obs = dem.env.last_raw_obs
     return np.asarray(obs["cube_pos"] if dem.env.task == "lift" else obs["Can_pos"], np.float64)
 
+
 def plan(dem: Any) -> list[Phase]:
     if dem.env.task == "square":
         return plan_square(dem)
@@ -33,7 +34,11 @@ def plan(dem: Any) -> list[Phase]:
     carry_z = max(obj[2], goal[2]) + 0.20
     z = 0.08 if dem.slip == "early" else 0.0
     mid = np.array([(g[0] + goal[0]) / 2, (g[1] + goal[1]) / 2, carry_z])
-    drop = [Phase("carry", mid, 1.0, tol=0.035), Phase("drop", mid, -1.0, tol=1.0, min_steps=10)] if dem.slip == "drop" else []
+    drop = (
+        [Phase("carry", mid, 1.0, tol=0.035), Phase("drop", mid, -1.0, tol=1.0, min_steps=10)]
+        if dem.slip == "drop"
+        else []
+    )
     return [
         Phase("approach", g + [0, 0, 0.08], -1.0, tol=0.015),
         Phase("descend", g + [0, 0, z], -1.0, tol=0.008),
@@ -47,6 +52,7 @@ def plan(dem: Any) -> list[Phase]:
         # up and back towards the robot (the target compartment is near the edge of the arm's reach)
         Phase("retreat", np.array([goal[0] - 0.1, goal[1] - 0.1, goal[2] + 0.25]), -1.0, tol=0.01, max_steps=200),
     ]
+
 
 def plan_square(dem: Any) -> list[Phase]:
     """Grasp the square nut by its handle (fingers across it), carry it over its peg keeping the handle's
@@ -73,6 +79,7 @@ def plan_square(dem: Any) -> list[Phase]:
             o = dem.env.last_raw_obs
             rel = np.asarray(o["robot0_eef_pos"], np.float64) - np.asarray(o["SquareNut_pos"], np.float64)
             return np.array([peg[0] + rel[0], peg[1] + rel[1], table + z])
+
         return target
 
     return [
@@ -85,6 +92,7 @@ def plan_square(dem: Any) -> list[Phase]:
         Phase("release", over_peg(0.035), -1.0, tol=1.0, min_steps=12, yaw=yaw),
         Phase("retreat", over_peg(0.25), -1.0, tol=0.01, max_steps=200, yaw=yaw),
     ]
+
 
 def plan_transport(dem: Any) -> list[list[Phase]]:
     """Two scripts (robot 0, robot 1) that wait for each other at the hand-over (module docstring)."""
@@ -120,6 +128,7 @@ def _transport_geometry(dem: Any) -> SimpleNamespace:
         def target() -> np.ndarray:
             rel = dem.arms[1].eef() - d.body_xpos[pay]
             return np.array([target_bin[0] + rel[0], target_bin[1] + rel[1], z])
+
         return target
 
     def phase(i: int) -> str:
@@ -135,12 +144,49 @@ def _transport_geometry(dem: Any) -> SimpleNamespace:
     z_grasp = 0.03 if dem.slip == "early" else 0.0
     top = target_bin[2] + 0.25
     drop = dem.slip == "drop"
-    return SimpleNamespace(d=d, pay=pay, target_bin=target_bin, trash_bin=trash_bin, lid=lid, trash=trash, off=off, axis=axis, across=across, handle=handle, over_bin=over_bin, phase=phase, yaw=yaw, s0=s0, s1=s1, at=at, home0=home0, home1=home1, lid_down=lid_down, trash_drop=trash_drop, ham=ham, z_grasp=z_grasp, top=top, drop=drop)
+    return SimpleNamespace(
+        d=d,
+        pay=pay,
+        target_bin=target_bin,
+        trash_bin=trash_bin,
+        lid=lid,
+        trash=trash,
+        off=off,
+        axis=axis,
+        across=across,
+        handle=handle,
+        over_bin=over_bin,
+        phase=phase,
+        yaw=yaw,
+        s0=s0,
+        s1=s1,
+        at=at,
+        home0=home0,
+        home1=home1,
+        lid_down=lid_down,
+        trash_drop=trash_drop,
+        ham=ham,
+        z_grasp=z_grasp,
+        top=top,
+        drop=drop,
+    )
 
 
 def _transport_robot0(g: SimpleNamespace) -> list[Phase]:
     """Robot 0: the lid onto the table, then the hammer out of the start bin and over to robot 1."""
-    lid, off, handle, phase, yaw, s0, at, home0, lid_down, ham, z_grasp = g.lid, g.off, g.handle, g.phase, g.yaw, g.s0, g.at, g.home0, g.lid_down, g.ham, g.z_grasp
+    lid, off, handle, phase, yaw, s0, at, home0, lid_down, ham, z_grasp = (
+        g.lid,
+        g.off,
+        g.handle,
+        g.phase,
+        g.yaw,
+        g.s0,
+        g.at,
+        g.home0,
+        g.lid_down,
+        g.ham,
+        g.z_grasp,
+    )
     return [
         Phase("lid_approach", lid + [0, 0, 0.08], -1.0, tol=0.015),
         Phase("lid_descend", lid, -1.0, tol=0.008),
@@ -165,7 +211,20 @@ def _transport_robot0(g: SimpleNamespace) -> list[Phase]:
 
 def _transport_robot1(g: SimpleNamespace) -> list[Phase]:
     """Robot 1: the trash into the trash bin, then the hammer from robot 0 into the target bin."""
-    target_bin, trash, across, handle, over_bin, phase, s1, at, home1, trash_drop, top, drop = g.target_bin, g.trash, g.across, g.handle, g.over_bin, g.phase, g.s1, g.at, g.home1, g.trash_drop, g.top, g.drop
+    target_bin, trash, across, handle, over_bin, phase, s1, at, home1, trash_drop, top, drop = (
+        g.target_bin,
+        g.trash,
+        g.across,
+        g.handle,
+        g.over_bin,
+        g.phase,
+        g.s1,
+        g.at,
+        g.home1,
+        g.trash_drop,
+        g.top,
+        g.drop,
+    )
     return [
         Phase("trash_approach", trash + [0, 0, 0.17], -1.0, tol=0.015),
         Phase("trash_descend", trash, -1.0, tol=0.008),
@@ -180,9 +239,14 @@ def _transport_robot1(g: SimpleNamespace) -> list[Phase]:
         Phase("hammer_grasp", handle(s1), 1.0, tol=1.0, min_steps=10, yaw=across),
         Phase("hold", handle(s1), 1.0, tol=1.0, max_steps=800, until=lambda: phase(0) == "retreat"),
         Phase("hammer_lift", at + [0, s1, 0.1], 1.0, tol=0.02, vmax=0.3),
-        *([Phase("carry", lambda: (at + [0, s1, 0.1] + over_bin(top)()) / 2, 1.0, tol=0.03, vmax=0.3),
-           Phase("drop", lambda: (at + [0, s1, 0.1] + over_bin(top)()) / 2, -1.0, tol=1.0, min_steps=10)]
-          if drop else []),
+        *(
+            [
+                Phase("carry", lambda: (at + [0, s1, 0.1] + over_bin(top)()) / 2, 1.0, tol=0.03, vmax=0.3),
+                Phase("drop", lambda: (at + [0, s1, 0.1] + over_bin(top)()) / 2, -1.0, tol=1.0, min_steps=10),
+            ]
+            if drop
+            else []
+        ),
         Phase("carry", over_bin(top), float(-1.0 if drop else 1.0), tol=0.02, max_steps=200, vmax=0.3),
         Phase("lower", over_bin(top - 0.05), float(-1.0 if drop else 1.0), tol=0.02),
         Phase("release", over_bin(top - 0.05), -1.0, tol=1.0, min_steps=12),

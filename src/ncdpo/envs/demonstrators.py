@@ -112,14 +112,18 @@ class Demonstrator:
 
     def __post_init__(self) -> None:
         if self.env.task not in DEMO_TASKS:
-            raise NcdpoError(f"no scripted demonstrator for task '{self.env.task}' (available: {', '.join(DEMO_TASKS)})")
+            raise NcdpoError(
+                f"no scripted demonstrator for task '{self.env.task}' (available: {', '.join(DEMO_TASKS)})"
+            )
         if not self.skill:
             self.skill = str(self.rng.choice(list(SKILLS)))
         s = SKILLS[self.skill]
         self.noise_std = self.noise * s
         self.grasp_offset = np.append(self.rng.normal(0.0, self.offset * s, 2), 0.0)
         self.speed = float(self.rng.uniform(0.6, 1.0))
-        self.slip = ""  # the episode's mistake, if any: "early" (closes above the object) or "drop" (lets go in transit)
+        self.slip = (
+            ""  # the episode's mistake, if any: "early" (closes above the object) or "drop" (lets go in transit)
+        )
         if self.rng.random() < min(1.0, self.mistake * s):
             self.slip = "drop" if self.env.task in ("can", "transport") and self.rng.random() < 0.5 else "early"
         self.arms = [_Arm(self.env, i) for i in range(getattr(self.env, "n_robots", 1))]
@@ -157,8 +161,7 @@ class Demonstrator:
         eef = arm.eef()
         ph = plan[self.phase_k[i]]
         err = _target(ph) - eef
-        done = (np.linalg.norm(err) < ph.tol and self.steps_k[i] >= ph.min_steps
-                and (ph.until is None or ph.until()))
+        done = np.linalg.norm(err) < ph.tol and self.steps_k[i] >= ph.min_steps and (ph.until is None or ph.until())
         if (done or self.steps_k[i] >= ph.max_steps) and self.phase_k[i] < len(plan) - 1:
             self.phase_k[i] += 1
             self.steps_k[i] = 0
@@ -196,7 +199,9 @@ def _rotation(quat_xyzw: np.ndarray) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- datasets
-def run_episode(env: Any, seed: int, noise: float, offset: float, skill: str = "", mistake: float = 0.0) -> dict[str, Any]:
+def run_episode(
+    env: Any, seed: int, noise: float, offset: float, skill: str = "", mistake: float = 0.0
+) -> dict[str, Any]:
     """One demonstrator episode on ``env`` reset with ``seed``: observations, actions, rewards, success."""
     env.reset(seed=seed)
     demo = Demonstrator(env, np.random.default_rng(seed), noise, offset, mistake, skill)
@@ -210,9 +215,16 @@ def run_episode(env: Any, seed: int, noise: float, offset: float, skill: str = "
         rew_l.append(r)
         if terminated or truncated:
             break
-    return {"obs": np.asarray(obs_l, np.float32), "actions": np.asarray(act_l, np.float32),
-            "rewards": np.asarray(rew_l, np.float32), "terminated": bool(terminated), "success": bool(info["is_success"]),
-            "skill": demo.skill, "slip": demo.slip, "seed": seed}
+    return {
+        "obs": np.asarray(obs_l, np.float32),
+        "actions": np.asarray(act_l, np.float32),
+        "rewards": np.asarray(rew_l, np.float32),
+        "terminated": bool(terminated),
+        "success": bool(info["is_success"]),
+        "skill": demo.skill,
+        "slip": demo.slip,
+        "seed": seed,
+    }
 
 
 def _worker(args: tuple[str, list[int], float, float, str, float]) -> list[dict[str, Any]]:
@@ -226,8 +238,16 @@ def _worker(args: tuple[str, list[int], float, float, str, float]) -> list[dict[
         env.close()
 
 
-def collect_demos(task: str, episodes: int, noise: float = 0.1, offset: float = 0.01, seed: int = 0,
-                  workers: int = 1, skill: str = "", mistake: float = 0.2) -> Any:
+def collect_demos(
+    task: str,
+    episodes: int,
+    noise: float = 0.1,
+    offset: float = 0.01,
+    seed: int = 0,
+    workers: int = 1,
+    skill: str = "",
+    mistake: float = 0.2,
+) -> Any:
     """``episodes`` demonstrator episodes (reset seeds ``seed``, ``seed + 1``, ...) as a :class:`Dataset`.
 
     Episodes run in ``workers`` processes; the result does not depend on how many.
@@ -236,7 +256,9 @@ def collect_demos(task: str, episodes: int, noise: float = 0.1, offset: float = 
     from ncdpo.envs.registry import TASKS
 
     if task not in TASKS or task.split("-")[0] not in DEMO_TASKS:
-        raise NcdpoError(f"no scripted demonstrator for task '{task}' (available: {', '.join(DEMO_TASKS)} and their -dense variants)")
+        raise NcdpoError(
+            f"no scripted demonstrator for task '{task}' (available: {', '.join(DEMO_TASKS)} and their -dense variants)"
+        )
     if episodes < 1:
         raise NcdpoError(f"--episodes must be >= 1 (got {episodes})")
     if noise < 0 or offset < 0:
@@ -263,7 +285,17 @@ def collect_demos(task: str, episodes: int, noise: float = 0.1, offset: float = 
         dones[-1] = r["terminated"]
         eps.append(Episode(r["obs"], r["actions"], r["rewards"], dones, not r["terminated"]))
     act_dim = eps[0].actions.shape[1]  # the OSC_POSE controller's actions are in [-1, 1]
-    meta = {"source": "scripted demonstrator", "task": task, "noise": noise, "offset": offset, "mistake": mistake,
-            "seed": seed, "skill": skill or "mixed", "successes": [r["success"] for r in results],
-            "skills": [r["skill"] for r in results], "slips": [r["slip"] for r in results], "success_rate": float(np.mean([r["success"] for r in results]))}
+    meta = {
+        "source": "scripted demonstrator",
+        "task": task,
+        "noise": noise,
+        "offset": offset,
+        "mistake": mistake,
+        "seed": seed,
+        "skill": skill or "mixed",
+        "successes": [r["success"] for r in results],
+        "skills": [r["skill"] for r in results],
+        "slips": [r["slip"] for r in results],
+        "success_rate": float(np.mean([r["success"] for r in results])),
+    }
     return Dataset(eps, task, -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32), meta)

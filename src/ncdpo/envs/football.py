@@ -46,13 +46,20 @@ class GRFAcademy(Backend):
         except ImportError:
             raise NcdpoError("the GRF tasks need gfootball: bash scripts/setup_gfootball.sh") from None
         self.env = football_env.create_environment(
-            env_name=scenario, representation="simple115v2", rewards=rewards, render=False, write_video=False,
-            write_goal_dumps=False, write_full_episode_dumps=False, number_of_left_players_agent_controls=n_agents,
+            env_name=scenario,
+            representation="simple115v2",
+            rewards=rewards,
+            render=False,
+            write_video=False,
+            write_goal_dumps=False,
+            write_full_episode_dumps=False,
+            number_of_left_players_agent_controls=n_agents,
             logdir=os.path.join(tempfile.gettempdir(), "ncdpo_gfootball"),
             # gfootball's constructor plays a first episode: without a seed it draws one from Python's unseeded
             # global `random`, and that seed's parity fixed the team processing order for the env's lifetime,
             # so two runs with the same seed differed (measured: from their first iteration)
-            other_config_options={"game_engine_random_seed": 0})
+            other_config_options={"game_engine_random_seed": 0},
+        )
         self.core = self.env.unwrapped
         self.n_agents, self.n_actions = n_agents, int(self.env.action_space.nvec[0])
         self.local_dim = self.state_dim = 115
@@ -90,10 +97,13 @@ class GRFAcademy(Backend):
 
     def get_state(self) -> dict[str, Any]:
         # through the wrapper chain, so the checkpoint wrapper's collected rings are saved with the engine
-        return {"engine": np.frombuffer(self.env.get_state(), np.uint8).copy(), "steps": self.steps,
-                "score": self.score,
-                "rng": self.rng.bit_generator.state,
-                "seed": int(self.core._config._values.get("game_engine_random_seed", 0))}
+        return {
+            "engine": np.frombuffer(self.env.get_state(), np.uint8).copy(),
+            "steps": self.steps,
+            "score": self.score,
+            "rng": self.rng.bit_generator.state,
+            "seed": int(self.core._config._values.get("game_engine_random_seed", 0)),
+        }
 
     def set_state(self, st: dict[str, Any]) -> None:
         self._seed_engine(int(st["seed"]))

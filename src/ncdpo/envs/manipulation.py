@@ -52,8 +52,10 @@ SPECS: dict[str, ManipulationSpec] = {
     "transport": ManipulationSpec("TwoArmTransport", ("Panda", "Panda"), 800, (("env_configuration", "opposed"),)),
 }
 
-_ROBOSUITE_HINT = ("robosuite is not installed; install the manipulation extra: "
-                   "pip install -e '.[manipulation]' && pip install --no-deps robosuite==1.5.2 (see the README)")
+_ROBOSUITE_HINT = (
+    "robosuite is not installed; install the manipulation extra: "
+    "pip install -e '.[manipulation]' && pip install --no-deps robosuite==1.5.2 (see the README)"
+)
 
 
 def import_robosuite() -> Any:
@@ -100,9 +102,19 @@ class RobosuiteEnv(gym.Env):
             controller["body_parts"].pop("left", None)
         robots = list(spec.robots) if len(spec.robots) > 1 else spec.robots[0]
         self.env = suite.make(
-            spec.env_name, robots=robots, controller_configs=controller, has_renderer=False,
-            has_offscreen_renderer=False, use_camera_obs=False, use_object_obs=True, reward_shaping=(reward == "dense"),
-            reward_scale=1.0, control_freq=20, horizon=10**9, ignore_done=True, hard_reset=False,
+            spec.env_name,
+            robots=robots,
+            controller_configs=controller,
+            has_renderer=False,
+            has_offscreen_renderer=False,
+            use_camera_obs=False,
+            use_object_obs=True,
+            reward_shaping=(reward == "dense"),
+            reward_scale=1.0,
+            control_freq=20,
+            horizon=10**9,
+            ignore_done=True,
+            hard_reset=False,
             seed=0,  # the model itself is randomised once at construction (Lift's cube size): the same in every env
             **dict(spec.env_kwargs),
         )
@@ -179,11 +191,19 @@ class RobosuiteEnv(gym.Env):
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
         buf = np.empty(mujoco.mj_stateSize(model, spec), np.float64)
         mujoco.mj_getState(model, data, buf, spec)
-        attrs = {name: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(obj).items() if _plain(v)}
-                 for name, obj in self._stateful().items()}
+        attrs = {
+            name: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(obj).items() if _plain(v)}
+            for name, obj in self._stateful().items()
+        }
         cache = {k: np.array(v) for k, v in e._obs_cache.items()}  # values some observables compute from others
-        return {"mujoco": buf, "t": self.t, "rng": {"__generator__": e.rng.bit_generator.state}, "attrs": attrs,
-                "obs_cache": cache, "obs": {k: np.array(v) for k, v in self.last_raw_obs.items()}}
+        return {
+            "mujoco": buf,
+            "t": self.t,
+            "rng": {"__generator__": e.rng.bit_generator.state},
+            "attrs": attrs,
+            "obs_cache": cache,
+            "obs": {k: np.array(v) for k, v in self.last_raw_obs.items()},
+        }
 
     def ncdpo_set_state(self, st: dict[str, Any]) -> None:
         import mujoco
@@ -205,4 +225,5 @@ class RobosuiteEnv(gym.Env):
 def _plain(v: Any) -> bool:
     """A numeric value or string (not a structure, a simulator handle or a callable)."""
     return isinstance(v, (bool, int, float, str, np.ndarray, np.generic)) and not (
-        isinstance(v, np.ndarray) and v.dtype == object)
+        isinstance(v, np.ndarray) and v.dtype == object
+    )

@@ -48,7 +48,9 @@ class Backend:
         """``(local obs (M, L), global state (S,), action mask (M, n) or None)``."""
         raise NotImplementedError
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, bool, float, np.ndarray | None]:
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, bool, float, np.ndarray | None]:
         """``(local, state, rewards (M,), terminated, truncated, success (nan: undefined), mask)``."""
         raise NotImplementedError
 
@@ -75,8 +77,9 @@ class MPESpread(Backend):
             from mpe2 import simple_spread_v3
         except ImportError:
             raise NcdpoError("task simple_spread needs mpe2: pip install 'ncdpo[multiagent]'") from None
-        self.par = simple_spread_v3.parallel_env(N=n_agents, max_cycles=max_cycles, local_ratio=local_ratio,
-                                                 continuous_actions=False)
+        self.par = simple_spread_v3.parallel_env(
+            N=n_agents, max_cycles=max_cycles, local_ratio=local_ratio, continuous_actions=False
+        )
         self.raw = self.par.unwrapped
         self.names = list(self.par.possible_agents)
         self.n_agents, self.max_steps = n_agents, max_cycles
@@ -91,7 +94,9 @@ class MPESpread(Backend):
         obs, _ = self.par.reset(seed=seed)
         return self._local(obs), self.raw.state().astype(np.float32), None
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, bool, float, np.ndarray | None]:
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, bool, float, np.ndarray | None]:
         obs, rew, term, trunc, _ = self.par.step({a: int(actions[i]) for i, a in enumerate(self.names)})
         rewards = np.array([rew[a] for a in self.names], np.float64)
         terminated = any(term.values())
@@ -154,8 +159,14 @@ class MultiAgentEnv(gym.Env):
     @property
     def spec_rows(self) -> EnvSpec:
         b = self.backend
-        return EnvSpec(self.row_dim, b.n_actions, discrete=True, n_agents=b.n_agents,
-                       actor_dim=b.local_dim + b.n_agents, critic_start=b.local_dim)
+        return EnvSpec(
+            self.row_dim,
+            b.n_actions,
+            discrete=True,
+            n_agents=b.n_agents,
+            actor_dim=b.local_dim + b.n_agents,
+            critic_start=b.local_dim,
+        )
 
     def _rows(self, local: np.ndarray, state: np.ndarray) -> np.ndarray:
         return np.concatenate([local, self._ids, np.broadcast_to(state, (self.n_agents, state.shape[0]))], axis=1)
@@ -240,8 +251,11 @@ class AgentRows(gym.vector.VectorEnv):
         final: dict[str, Any] = {}
         if "episode" in fin:
             ep = fin["episode"]
-            final["episode"] = {"r": self._per_row(np.asarray(ep["r"], np.float64)), "l": self._per_row(np.asarray(ep["l"], np.int64)),
-                                "_r": self._per_row(np.asarray(ep["_r"], bool) & done)}
+            final["episode"] = {
+                "r": self._per_row(np.asarray(ep["r"], np.float64)),
+                "l": self._per_row(np.asarray(ep["l"], np.int64)),
+                "_r": self._per_row(np.asarray(ep["_r"], bool) & done),
+            }
             final["_episode"] = final["episode"]["_r"]
         if "is_success" in fin:
             final["is_success"] = self._per_row(np.asarray(fin["is_success"], bool))
@@ -269,8 +283,13 @@ class AgentRows(gym.vector.VectorEnv):
         if done.any():  # the final step's rewards were moved to final_info when the env reset in the same step
             rewards[done] = np.asarray(fin["agent_rewards"], np.float64).reshape(self.n_copies, self.n_agents)[done]
         M = self.n_agents
-        return (np.asarray(obs, np.float32).reshape(self.num_envs, -1), rewards.reshape(-1), np.repeat(term, M),
-                np.repeat(trunc, M), self._rows_info(info, done))
+        return (
+            np.asarray(obs, np.float32).reshape(self.num_envs, -1),
+            rewards.reshape(-1),
+            np.repeat(term, M),
+            np.repeat(trunc, M),
+            self._rows_info(info, done),
+        )
 
     def close(self, **kwargs: Any) -> None:
         self.venv.close(**kwargs)

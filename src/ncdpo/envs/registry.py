@@ -71,12 +71,28 @@ _MANIPULATION_PRESET = {"env.n_envs": 8, "ppo.gamma": 0.99, "ppo.gae_lambda": 0.
 for _id, _desc in [
     ("lift", "robosuite Lift, Panda, OSC_POSE 20 Hz: 19-D obs, 7-D action, success ends the episode, 300 steps"),
     ("can", "robosuite PickPlaceCan, Panda, OSC_POSE 20 Hz: 23-D obs, 7-D action, success ends the episode, 300 steps"),
-    ("square", "robosuite NutAssemblySquare, Panda, OSC_POSE 20 Hz: 23-D obs, 7-D action, success ends the episode, 400 steps"),
-    ("transport", "robosuite TwoArmTransport, 2 Pandas, OSC_POSE 20 Hz: 59-D obs, 14-D action, success ends the episode, 800 steps"),
+    (
+        "square",
+        "robosuite NutAssemblySquare, Panda, OSC_POSE 20 Hz: 23-D obs, 7-D action, success ends the episode, 400 steps",
+    ),
+    (
+        "transport",
+        "robosuite TwoArmTransport, 2 Pandas, OSC_POSE 20 Hz: 59-D obs, 14-D action, success ends the episode, "
+        "800 steps",
+    ),
 ]:
-    register(Task(_id, _desc + "; sparse reward", _manipulation_maker(_id, "sparse"), dict(_MANIPULATION_PRESET), "async"))
-    register(Task(f"{_id}-dense", _desc + "; robosuite's shaped reward", _manipulation_maker(_id, "dense"),
-                  dict(_MANIPULATION_PRESET), "async"))
+    register(
+        Task(_id, _desc + "; sparse reward", _manipulation_maker(_id, "sparse"), dict(_MANIPULATION_PRESET), "async")
+    )
+    register(
+        Task(
+            f"{_id}-dense",
+            _desc + "; robosuite's shaped reward",
+            _manipulation_maker(_id, "dense"),
+            dict(_MANIPULATION_PRESET),
+            "async",
+        )
+    )
 
 
 def _multiagent_maker(name: str) -> Callable[..., gym.Env]:
@@ -89,12 +105,30 @@ def _multiagent_maker(name: str) -> Callable[..., gym.Env]:
 
 
 # MAPPO's MPE settings (Yu et al. 2022): value normalisation, entropy bonus 0.01, lr 7e-4, 25-step episodes
-_MPE_PRESET = {"env.n_envs": 16, "ppo.n_steps": 100, "ppo.gamma": 0.99, "ppo.gae_lambda": 0.95, "ppo.update_epochs": 10,
-               "ppo.minibatch_size": 1600, "ppo.actor_lr": 7e-4, "ppo.critic_lr": 7e-4, "ppo.ent_coef": 0.01,
-               "ppo.norm_value": True, "env.norm_reward": False, "ppo.max_grad_norm": 10.0}
-register(Task("simple_spread", "mpe2 simple_spread_v3: 3 agents cover 3 landmarks; 18-D local obs, 54-D global state, "
-              "5 discrete actions each, team reward, 25-step episodes (truncated)", _multiagent_maker("make_simple_spread"),
-              dict(_MPE_PRESET), multi_agent=True))
+_MPE_PRESET = {
+    "env.n_envs": 16,
+    "ppo.n_steps": 100,
+    "ppo.gamma": 0.99,
+    "ppo.gae_lambda": 0.95,
+    "ppo.update_epochs": 10,
+    "ppo.minibatch_size": 1600,
+    "ppo.actor_lr": 7e-4,
+    "ppo.critic_lr": 7e-4,
+    "ppo.ent_coef": 0.01,
+    "ppo.norm_value": True,
+    "env.norm_reward": False,
+    "ppo.max_grad_norm": 10.0,
+}
+register(
+    Task(
+        "simple_spread",
+        "mpe2 simple_spread_v3: 3 agents cover 3 landmarks; 18-D local obs, 54-D global state, "
+        "5 discrete actions each, team reward, 25-step episodes (truncated)",
+        _multiagent_maker("make_simple_spread"),
+        dict(_MPE_PRESET),
+        multi_agent=True,
+    )
+)
 
 
 def _grf_maker(task: str) -> Callable[..., gym.Env]:
@@ -107,16 +141,36 @@ def _grf_maker(task: str) -> Callable[..., gym.Env]:
 
 
 # MAPPO's GRF settings where they fit this machine: value normalisation, entropy 0.01, lr 5e-4, 200-step rollouts
-_GRF_PRESET = {"env.n_envs": 8, "ppo.n_steps": 200, "ppo.gamma": 0.99, "ppo.gae_lambda": 0.95, "ppo.update_epochs": 10,
-               "ppo.minibatch_size": 1600, "ppo.actor_lr": 5e-4, "ppo.critic_lr": 5e-4, "ppo.ent_coef": 0.01,
-               "ppo.norm_value": True, "env.norm_reward": False, "ppo.max_grad_norm": 10.0}
+_GRF_PRESET = {
+    "env.n_envs": 8,
+    "ppo.n_steps": 200,
+    "ppo.gamma": 0.99,
+    "ppo.gae_lambda": 0.95,
+    "ppo.update_epochs": 10,
+    "ppo.minibatch_size": 1600,
+    "ppo.actor_lr": 5e-4,
+    "ppo.critic_lr": 5e-4,
+    "ppo.ent_coef": 0.01,
+    "ppo.norm_value": True,
+    "env.norm_reward": False,
+    "ppo.max_grad_norm": 10.0,
+}
 for _id, _desc in [
     ("grf-3v1", "Google Research Football academy_3_vs_1_with_keeper: 3 agents"),
     ("grf-pass-shoot", "Google Research Football academy_pass_and_shoot_with_keeper: 2 agents"),
     ("grf-counterattack", "Google Research Football academy_counterattack_easy: 4 agents"),
 ]:
-    register(Task(_id, _desc + ", simple115v2 obs, 19 actions each, MAPPO's scoring+checkpoint reward, a goal is a "
-                  "win; needs scripts/setup_gfootball.sh", _grf_maker(_id), dict(_GRF_PRESET), "async", multi_agent=True))
+    register(
+        Task(
+            _id,
+            _desc + ", simple115v2 obs, 19 actions each, MAPPO's scoring+checkpoint reward, a goal is a "
+            "win; needs scripts/setup_gfootball.sh",
+            _grf_maker(_id),
+            dict(_GRF_PRESET),
+            "async",
+            multi_agent=True,
+        )
+    )
 
 
 def task_preset(env_id: str) -> dict[str, Any]:
@@ -144,18 +198,24 @@ def make_env(env_id: str, act_steps: int = 1, max_episode_steps: int = 0) -> gym
     if is_multi_agent(env_id):
         if act_steps != 1:
             env.close()
-            raise NcdpoError(f"task '{env_id}' has discrete actions: act_steps and horizon must be 1 (got act_steps={act_steps})")
+            raise NcdpoError(
+                f"task '{env_id}' has discrete actions: act_steps and horizon must be 1 (got act_steps={act_steps})"
+            )
         return env
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         raise NcdpoError(f"env '{env_id}' must have a 1-D Box observation space (got {env.observation_space})")
     if isinstance(env.action_space, gym.spaces.Discrete):
         if act_steps != 1:
             env.close()
-            raise NcdpoError(f"env '{env_id}' has discrete actions: act_steps and horizon must be 1 (got act_steps={act_steps})")
+            raise NcdpoError(
+                f"env '{env_id}' has discrete actions: act_steps and horizon must be 1 (got act_steps={act_steps})"
+            )
         return DiscreteSteps(gym.wrappers.RecordEpisodeStatistics(env))
     if not isinstance(env.action_space, gym.spaces.Box):
-        raise NcdpoError(f"env '{env_id}' has a {type(env.action_space).__name__} action space; a Box or Discrete "
-                         "action space is required")
+        raise NcdpoError(
+            f"env '{env_id}' has a {type(env.action_space).__name__} action space; a Box or Discrete "
+            "action space is required"
+        )
     env = gym.wrappers.RecordEpisodeStatistics(env)
     return ActionChunk(env, act_steps)
 
@@ -167,8 +227,9 @@ def vector_mode(env_id: str, vector: str = "auto") -> str:
     return TASKS[env_id].vector if env_id in TASKS else "sync"
 
 
-def make_vec_env(env_id: str, n_envs: int, act_steps: int = 1, max_episode_steps: int = 0,
-                 vector: str = "auto") -> SyncVectorEnv | AsyncVectorEnv:
+def make_vec_env(
+    env_id: str, n_envs: int, act_steps: int = 1, max_episode_steps: int = 0, vector: str = "auto"
+) -> SyncVectorEnv | AsyncVectorEnv:
     """``n_envs`` chunked envs stepped in lock-step; finished envs reset in the same step (final obs in info).
 
     ``vector``: ``"sync"`` steps them in this process (gymnasium SyncVectorEnv), ``"async"`` in one
@@ -177,7 +238,9 @@ def make_vec_env(env_id: str, n_envs: int, act_steps: int = 1, max_episode_steps
     mode = vector_mode(env_id, vector)
     if mode == "sync" or n_envs == 1:
         make_env(env_id, act_steps, max_episode_steps).close()  # fail fast, with a clear message, in this process
-        fns = [lambda i=i: WorkerGuard(make_env(env_id, act_steps, max_episode_steps), env_id, i) for i in range(n_envs)]
+        fns = [
+            lambda i=i: WorkerGuard(make_env(env_id, act_steps, max_episode_steps), env_id, i) for i in range(n_envs)
+        ]
         venv: SyncVectorEnv | AsyncVectorEnv = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     else:
         # AsyncVectorEnv builds the first env in this process to read its spaces, so a bad id fails fast here

@@ -20,10 +20,32 @@ import numpy as np
 
 # Attributes that are structure or configuration, not state.
 _SKIP = {
-    "env", "envs", "env_fns", "_action_space", "_observation_space", "_metadata", "_cached_spec", "_saved_kwargs",
-    "action_space", "observation_space", "single_action_space", "single_observation_space", "metadata", "spec",
-    "model", "data", "_ezpickle_args", "_ezpickle_kwargs", "render_mode", "mujoco_renderer", "_env_obs",
-    "closed", "context", "shared_memory", "copy", "daemon",
+    "env",
+    "envs",
+    "env_fns",
+    "_action_space",
+    "_observation_space",
+    "_metadata",
+    "_cached_spec",
+    "_saved_kwargs",
+    "action_space",
+    "observation_space",
+    "single_action_space",
+    "single_observation_space",
+    "metadata",
+    "spec",
+    "model",
+    "data",
+    "_ezpickle_args",
+    "_ezpickle_kwargs",
+    "render_mode",
+    "mujoco_renderer",
+    "_env_obs",
+    "closed",
+    "context",
+    "shared_memory",
+    "copy",
+    "daemon",
 }
 _SIMPLE = (bool, int, float, str, np.ndarray, np.generic, deque)
 

@@ -71,8 +71,9 @@ class WorkerGuard(gym.Wrapper):
 
     def _fail(self, what: str, e: Exception) -> EnvWorkerError:
         first = str(e).splitlines()[0] if str(e) else ""
-        return EnvWorkerError(f"env {self.env_id} (worker {self.index}, seed {self.seed}) raised {type(e).__name__} "
-                              f"in {what}: {first}")
+        return EnvWorkerError(
+            f"env {self.env_id} (worker {self.index}, seed {self.seed}) raised {type(e).__name__} in {what}: {first}"
+        )
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
         if seed is not None:

@@ -29,7 +29,9 @@ def masked_logits(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
     return logits.masked_fill(~mask.bool(), MASKED_LOGIT)
 
 
-def sample_categorical(logits: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_categorical(
+    logits: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The argmax, or a draw from ``softmax(logits)``: (B,) int64."""
     if deterministic:
         return logits.argmax(-1)
@@ -59,13 +61,20 @@ class CategoricalPolicy(nn.Module):
     def logits(self, obs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return masked_logits(self.logits_net(obs), mask)
 
-    def log_prob_entropy(self, obs: torch.Tensor, action: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_entropy(
+        self, obs: torch.Tensor, action: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         lg = self.logits(obs, mask)
         return categorical_log_prob(lg, action), categorical_entropy(lg)
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def act(
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(action (B,), log-prob (B,))``."""
         lg = self.logits(obs, mask)
         a = sample_categorical(lg, deterministic, generator)
@@ -84,8 +93,9 @@ class DiscreteDiffusionPolicy(DiffusionPolicy):
         """``logit_scale * m_theta(s, xi)``, masked: (B, n_actions), differentiable through every denoising step."""
         return masked_logits(self.cfg.logit_scale * self.chain_mean(obs, noise)[:, 0], mask)
 
-    def log_prob_entropy(self, obs: torch.Tensor, noise: torch.Tensor, action: torch.Tensor,
-                         mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_entropy(
+        self, obs: torch.Tensor, noise: torch.Tensor, action: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log pi_theta(a | s, xi), mean entropy of pi_theta(. | s, xi))``."""
         lg = self.logits(obs, noise, mask)
         return categorical_log_prob(lg, action), categorical_entropy(lg)
@@ -98,7 +108,10 @@ class DiscreteDiffusionPolicy(DiffusionPolicy):
 
     @torch.no_grad()
     def act(  # type: ignore[override]
-        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None,
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
         mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(action (B,), noise xi, log-prob (B,), logits (B, n_actions))``."""

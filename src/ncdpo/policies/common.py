@@ -11,7 +11,9 @@ from torch import nn
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU, "mish": nn.Mish}
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "tanh", out_gain: float = 1.0) -> nn.Sequential:
+def mlp(
+    in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "tanh", out_gain: float = 1.0
+) -> nn.Sequential:
     """A plain MLP with orthogonal initialisation (CleanRL/SB3 style)."""
     layers: list[nn.Module] = []
     dims = [in_dim, *hidden]

@@ -67,7 +67,9 @@ class Denoiser(nn.Module):
         super().__init__()
         act = ACTIVATIONS[cfg.activation]
         self.time_dim = cfg.time_dim
-        self.time_mlp = nn.Sequential(nn.Linear(cfg.time_dim, 2 * cfg.time_dim), act(), nn.Linear(2 * cfg.time_dim, cfg.time_dim))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(cfg.time_dim, 2 * cfg.time_dim), act(), nn.Linear(2 * cfg.time_dim, cfg.time_dim)
+        )
         self.inp = nn.Linear(x_dim + cfg.time_dim + obs_dim, cfg.hidden_dim)
         self.blocks = nn.Sequential(*[ResidualBlock(cfg.hidden_dim, cfg.activation) for _ in range(cfg.num_blocks)])
         self.out_act = act()
@@ -138,10 +140,14 @@ class DiffusionPolicy(nn.Module):
         self.n_chain = len(ts)
 
         # Exploration std of the last step: a learnable parameter or a scheduled buffer.
-        scale = torch.ones(act_dim) if not cfg.sigma_exp_scale else torch.tensor(cfg.sigma_exp_scale, dtype=torch.float32)
+        scale = (
+            torch.ones(act_dim) if not cfg.sigma_exp_scale else torch.tensor(cfg.sigma_exp_scale, dtype=torch.float32)
+        )
         if scale.shape != (act_dim,):
-            raise NcdpoError(f"diffusion.sigma_exp_scale has {len(cfg.sigma_exp_scale)} entries but the action has "
-                             f"{act_dim} dimensions")
+            raise NcdpoError(
+                f"diffusion.sigma_exp_scale has {len(cfg.sigma_exp_scale)} entries but the action has "
+                f"{act_dim} dimensions"
+            )
         self.register_buffer("log_sigma_scale", scale.log(), persistent=False)
         log_sigma = math.log(cfg.sigma_exp_start) + self.log_sigma_scale
         if cfg.sigma_exp == "learnable":
@@ -158,7 +164,9 @@ class DiffusionPolicy(nn.Module):
         scale = self.cfg.chain_noise_scale
         return xi if scale == 1.0 else xi * scale
 
-    def step_mean(self, x: torch.Tensor, obs: torch.Tensor, j: int | torch.Tensor, denoiser: nn.Module | None = None) -> torch.Tensor:
+    def step_mean(
+        self, x: torch.Tensor, obs: torch.Tensor, j: int | torch.Tensor, denoiser: nn.Module | None = None
+    ) -> torch.Tensor:
         """Mean of chain step ``j`` given the flattened latent ``x`` (B, H*A).
 
         ``j`` is one chain index or a (B,) tensor of them (one per sample, for DPPO's per-step samples);
@@ -210,7 +218,9 @@ class DiffusionPolicy(nn.Module):
     def set_progress(self, frac: float) -> None:
         """Update a scheduled exploration std; ``frac`` is the fraction of the run done."""
         if self.cfg.sigma_exp == "linear":
-            s = self.cfg.sigma_exp_start + min(max(frac, 0.0), 1.0) * (self.cfg.sigma_exp_end - self.cfg.sigma_exp_start)
+            s = self.cfg.sigma_exp_start + min(max(frac, 0.0), 1.0) * (
+                self.cfg.sigma_exp_end - self.cfg.sigma_exp_start
+            )
             self.log_sigma_exp.copy_(math.log(s) + self.log_sigma_scale)
 
     def log_prob(self, obs: torch.Tensor, noise: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -224,7 +234,10 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None,
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
         return_mean: bool = False,
     ) -> tuple[torch.Tensor, ...]:
         """Sample executed actions. Returns ``(action (B, act_steps, A), noise xi, log-prob (B,))``, plus the

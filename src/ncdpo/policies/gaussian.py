@@ -36,4 +36,3 @@ class GaussianPolicy(nn.Module):
         mu, std = self.mean(obs), self.log_std.exp()
         a = mu if deterministic else mu + std * torch.randn(mu.shape, generator=generator, device=mu.device)
         return a, gaussian_log_prob(a, mu, std)
-

@@ -54,8 +54,9 @@ class BCTrainer(RunSkeleton):
         super().__init__(cfg)
         self.ds = ds = load_dataset(cfg.pretrain.dataset)
         if ds.env_id and ds.env_id != cfg.env.id:
-            raise NcdpoError(f"dataset {ds.source} was recorded on {ds.env_id}, but the env is {cfg.env.id} "
-                             "(drop --env or fix it)")
+            raise NcdpoError(
+                f"dataset {ds.source} was recorded on {ds.env_id}, but the env is {cfg.env.id} (drop --env or fix it)"
+            )
         env = make_env(cfg.env.id)
         self.obs_dim, self.act_dim = int(env.observation_space.shape[0]), int(env.action_space.shape[-1])
         env.close()
@@ -71,8 +72,9 @@ class BCTrainer(RunSkeleton):
         self.policy = agent.policy
         self.ema = copy.deepcopy(self.policy).requires_grad_(False)
         self.eval_agent = copy.deepcopy(agent)  # the agent checkpoints and evaluations hold the EMA weights in
-        self.opt = torch.optim.AdamW(self.policy.denoiser.parameters(), lr=cfg.pretrain.lr,
-                                     weight_decay=cfg.pretrain.weight_decay)
+        self.opt = torch.optim.AdamW(
+            self.policy.denoiser.parameters(), lr=cfg.pretrain.lr, weight_decay=cfg.pretrain.weight_decay
+        )
         self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.step, self.n_evals, self.wall_offset = 0, 0, 0.0
         self.last_eval: dict[str, float] = {}
@@ -90,8 +92,10 @@ class BCTrainer(RunSkeleton):
         if ck.meta.get("kind") != "pretrain":
             raise NcdpoError(f"{run_dir} is not a pretrain run (resume it with ncdpo train --resume)")
         if int(ck.meta["iteration"]) >= cfg.pretrain.steps:
-            raise NcdpoError(f"pretrain run {run_dir} already finished ({ck.meta['iteration']} of "
-                             f"{cfg.pretrain.steps} steps); pass a larger --pretrain.steps to continue it")
+            raise NcdpoError(
+                f"pretrain run {run_dir} already finished ({ck.meta['iteration']} of "
+                f"{cfg.pretrain.steps} steps); pass a larger --pretrain.steps to continue it"
+            )
         print(f"resuming {run_dir} from {ck.path} (step {ck.meta['iteration']})", flush=True)
         return cls(cfg, resume_from=ck)
 
@@ -110,16 +114,36 @@ class BCTrainer(RunSkeleton):
         """The EMA policy as an ordinary checkpoint, plus what ``--resume`` needs (raw weights, optimiser, RNG)."""
         self.eval_agent.policy.load_state_dict(self.ema.state_dict())
         tensors = self.obs_norm.rms.state("obs_rms")
-        resume = pack({"optimizer": self.opt.state_dict(), "generator": self.gen.get_state(), "rng": rng_state(),
-                       "n_evals": self.n_evals, "wall_s": wall_s}, "resume", tensors)
+        resume = pack(
+            {
+                "optimizer": self.opt.state_dict(),
+                "generator": self.gen.get_state(),
+                "rng": rng_state(),
+                "n_evals": self.n_evals,
+                "wall_s": wall_s,
+            },
+            "resume",
+            tensors,
+        )
         cfg = self.cfg
-        meta = {"algo": "ncdpo", "kind": "pretrain", "critic_trained": False, "env_id": cfg.env.id,
-                "obs_dim": self.obs_dim, "act_dim": self.act_dim, "iteration": step, "env_steps": 0,
-                "action_bounds": [self.ds.action_low.astype(float).tolist(), self.ds.action_high.astype(float).tolist()],
-                "dataset": str(self.ds.source), "dataset_return_mean": self.stats["return_mean"],
-                **({"eval_return_mean": ev["eval/return_mean"]} if ev else {}), "resume": resume}
-        return self.write_checkpoint(name, {"agent": self.eval_agent, "train_policy": self.policy}, tensors, meta,
-                                     prune=prune)
+        meta = {
+            "algo": "ncdpo",
+            "kind": "pretrain",
+            "critic_trained": False,
+            "env_id": cfg.env.id,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "iteration": step,
+            "env_steps": 0,
+            "action_bounds": [self.ds.action_low.astype(float).tolist(), self.ds.action_high.astype(float).tolist()],
+            "dataset": str(self.ds.source),
+            "dataset_return_mean": self.stats["return_mean"],
+            **({"eval_return_mean": ev["eval/return_mean"]} if ev else {}),
+            "resume": resume,
+        }
+        return self.write_checkpoint(
+            name, {"agent": self.eval_agent, "train_policy": self.policy}, tensors, meta, prune=prune
+        )
 
     # ---------------------------------------------------------------- the run
     def run(self) -> int:
@@ -127,8 +151,10 @@ class BCTrainer(RunSkeleton):
         early (after a checkpoint that ``ncdpo pretrain --resume`` continues bit for bit)."""
         cfg, st = self.cfg, self.stats
         logger = self.open_logger(self.step, self.step, key="step")
-        print(f"pretrain {cfg.env.id}: {st['episodes']} episodes, {len(self.obs_t)} chunks of horizon {cfg.horizon}, "
-              f"dataset return {st['return_mean']:.1f} ± {st['return_std']:.1f}")
+        print(
+            f"pretrain {cfg.env.id}: {st['episodes']} episodes, {len(self.obs_t)} chunks of horizon {cfg.horizon}, "
+            f"dataset return {st['return_mean']:.1f} ± {st['return_std']:.1f}"
+        )
         bar = self.progress_bar(cfg.pretrain.steps, self.step, f"pretrain {cfg.env.id}")
         t0 = time.perf_counter() - self.wall_offset
         self.policy.train()
@@ -147,8 +173,10 @@ class BCTrainer(RunSkeleton):
         msg = f"pretrain finished: {final}"
         if self.last_eval:
             ev = self.last_eval
-            msg += (f" (EMA policy return {ev['eval/return_mean']:.1f} ± {ev['eval/return_std']:.1f} over "
-                    f"{cfg.eval_episodes} episodes)")
+            msg += (
+                f" (EMA policy return {ev['eval/return_mean']:.1f} ± {ev['eval/return_std']:.1f} over "
+                f"{cfg.eval_episodes} episodes)"
+            )
         print(msg)
         return 0
 
@@ -163,15 +191,21 @@ class BCTrainer(RunSkeleton):
             do_eval = bool(cfg.eval_every) and (done % cfg.eval_every == 0 or is_last)
             if done % cfg.pretrain.log_every == 0 or is_last or do_eval:
                 ev = self.evaluate() if do_eval else {}
-                row = {"step": done, "wall_s": time.perf_counter() - t0, "losses/bc_loss": float(np.mean(losses)),
-                       "charts/lr": lr_at(step, cfg), "eval/return_mean": ev.get("eval/return_mean", math.nan),
-                       "eval/return_std": ev.get("eval/return_std", math.nan),
-                       "eval/success_rate": ev.get("eval/success_rate", math.nan)}
+                row = {
+                    "step": done,
+                    "wall_s": time.perf_counter() - t0,
+                    "losses/bc_loss": float(np.mean(losses)),
+                    "charts/lr": lr_at(step, cfg),
+                    "eval/return_mean": ev.get("eval/return_mean", math.nan),
+                    "eval/return_std": ev.get("eval/return_std", math.nan),
+                    "eval/success_rate": ev.get("eval/success_rate", math.nan),
+                }
                 logger.log(row, done)
                 losses.clear()
                 n_logs = done // cfg.pretrain.log_every
                 periodic = (do_eval and self.n_evals % cfg.save_every == 0) or (
-                    not cfg.eval_every and done % cfg.pretrain.log_every == 0 and n_logs % cfg.save_every == 0)
+                    not cfg.eval_every and done % cfg.pretrain.log_every == 0 and n_logs % cfg.save_every == 0
+                )
                 if periodic and not is_last:
                     self.save(f"iter_{done:06d}", done, ev, time.perf_counter() - t0, prune=True)
                 if bar is not None:
@@ -208,9 +242,17 @@ class BCTrainer(RunSkeleton):
         cfg = self.cfg
         self.eval_agent.policy.load_state_dict(self.ema.state_dict())
         with torch.random.fork_rng(devices=[]):
-            r = evaluate(self.eval_agent, self.obs_norm, cfg.env.id, cfg.eval_episodes, cfg.act_steps,
-                         cfg.eval_deterministic, seed=cfg.seed + 100_000, max_episode_steps=cfg.env.max_episode_steps,
-                         vector=cfg.env.vector)
+            r = evaluate(
+                self.eval_agent,
+                self.obs_norm,
+                cfg.env.id,
+                cfg.eval_episodes,
+                cfg.act_steps,
+                cfg.eval_deterministic,
+                seed=cfg.seed + 100_000,
+                max_episode_steps=cfg.env.max_episode_steps,
+                vector=cfg.env.vector,
+            )
         self.last_eval = eval_metrics(r)
         self.n_evals += 1
         return self.last_eval

@@ -17,8 +17,13 @@ DEFAULT_EVAL_SEED = 424242
 """The benchmarks' evaluation seed (the manipulation tables'); ``ncdpo eval --seed`` defaults to 0."""
 
 
-def decide(agent: Agent, obs_norm: ObsNormalizer, raw_obs: np.ndarray, deterministic: bool = True,
-           mask: np.ndarray | None = None) -> ActOutput:
+def decide(
+    agent: Agent,
+    obs_norm: ObsNormalizer,
+    raw_obs: np.ndarray,
+    deterministic: bool = True,
+    mask: np.ndarray | None = None,
+) -> ActOutput:
     """One batched decision on raw env observations: normalise, act (under the legal-action ``mask``, if any)."""
     device = next(agent.parameters()).device
     obs_t = torch.as_tensor(obs_norm(raw_obs), device=device)
@@ -62,8 +67,9 @@ def evaluate(
                 envs.close()
 
 
-def run_episodes(agent: Agent, obs_norm: ObsNormalizer, envs: Any, n_episodes: int, deterministic: bool,
-                 seed: int) -> dict[str, Any]:
+def run_episodes(
+    agent: Agent, obs_norm: ObsNormalizer, envs: Any, n_episodes: int, deterministic: bool, seed: int
+) -> dict[str, Any]:
     """Step ``envs`` (reset with ``seed``) until each env row has finished its quota of the ``n_episodes``."""
     n_rows = envs.num_envs
     M = getattr(envs, "n_agents", 1)  # a multi-agent env's episodes are reported on agent 0's row of each copy
@@ -101,8 +107,11 @@ def run_episodes(agent: Agent, obs_norm: ObsNormalizer, envs: Any, n_episodes: i
 
 def eval_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The ``eval/*`` columns of a training log from an :func:`evaluate` result."""
-    return {"eval/return_mean": result["return_mean"], "eval/return_std": result["return_std"],
-            "eval/success_rate": result["success_rate"]}
+    return {
+        "eval/return_mean": result["return_mean"],
+        "eval/return_std": result["return_std"],
+        "eval/success_rate": result["success_rate"],
+    }
 
 
 NO_EVAL = {"eval/return_mean": math.nan, "eval/return_std": math.nan, "eval/success_rate": math.nan}

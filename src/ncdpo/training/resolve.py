@@ -12,24 +12,65 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ncdpo.config import (
-    TrainConfig, apply_overrides, canonical_key, flat_fields, flatten_nested, load_config_file, to_dict, validate,
+    TrainConfig,
+    apply_overrides,
+    canonical_key,
+    flat_fields,
+    flatten_nested,
+    load_config_file,
+    to_dict,
+    validate,
 )
 from ncdpo.errors import NcdpoError
 
 # Fields that may change when a run is resumed: they do not alter what the run has computed so far.
-RESUME_OVERRIDABLE = ("total_env_steps", "progress", "eval_every", "eval_episodes", "save_every", "keep_checkpoints",
-                      "tensorboard", "torch_threads")
-PRETRAIN_RESUME_OVERRIDABLE = ("pretrain.steps", "progress", "eval_every", "eval_episodes", "save_every",
-                               "keep_checkpoints", "tensorboard", "torch_threads")
+RESUME_OVERRIDABLE = (
+    "total_env_steps",
+    "progress",
+    "eval_every",
+    "eval_episodes",
+    "save_every",
+    "keep_checkpoints",
+    "tensorboard",
+    "torch_threads",
+)
+PRETRAIN_RESUME_OVERRIDABLE = (
+    "pretrain.steps",
+    "progress",
+    "eval_every",
+    "eval_episodes",
+    "save_every",
+    "keep_checkpoints",
+    "tensorboard",
+    "torch_threads",
+)
 
 # Fields a run started with ``--init CHECKPOINT`` takes from the checkpoint (the policy's architecture, its
 # task and its observation normalisation) unless the config file or the command line sets them.
 INHERITED_FIELDS = (
-    "algo", "env.id", "horizon", "act_steps", "env.norm_obs", "env.clip_obs",
-    "diffusion.denoising_steps", "diffusion.sampler", "diffusion.ddim_steps", "diffusion.ddim_eta",
-    "diffusion.hidden_dim", "diffusion.num_blocks", "diffusion.time_dim", "diffusion.activation",
-    "diffusion.denoised_clip", "diffusion.clip_last_step", "diffusion.prediction", "diffusion.logit_scale",
-    "mlp.hidden_dims", "mlp.activation", "critic.hidden_dims", "critic.activation", "critic.condition_on_mean",
+    "algo",
+    "env.id",
+    "horizon",
+    "act_steps",
+    "env.norm_obs",
+    "env.clip_obs",
+    "diffusion.denoising_steps",
+    "diffusion.sampler",
+    "diffusion.ddim_steps",
+    "diffusion.ddim_eta",
+    "diffusion.hidden_dim",
+    "diffusion.num_blocks",
+    "diffusion.time_dim",
+    "diffusion.activation",
+    "diffusion.denoised_clip",
+    "diffusion.clip_last_step",
+    "diffusion.prediction",
+    "diffusion.logit_scale",
+    "mlp.hidden_dims",
+    "mlp.activation",
+    "critic.hidden_dims",
+    "critic.activation",
+    "critic.condition_on_mean",
 )
 
 
@@ -51,8 +92,9 @@ def init_values(path: str) -> dict[str, Any]:
     return out
 
 
-def resolve_config(values: Mapping[str, Any] | None = None, config_file: str | None = None,
-                   command: str = "train") -> TrainConfig:
+def resolve_config(
+    values: Mapping[str, Any] | None = None, config_file: str | None = None, command: str = "train"
+) -> TrainConfig:
     """The validated config of a new run: defaults, task preset, ``--init`` checkpoint, ``config_file``, then
     ``values`` (dotted keys, e.g. ``{"env.id": "Hopper-v5", "ppo.gamma": 0.99}``).
 
@@ -79,13 +121,17 @@ def resolve_config(values: Mapping[str, Any] | None = None, config_file: str | N
     return validate(cfg)
 
 
-def resume_overrides(given: Mapping[str, Any], allowed: Sequence[str], config_file: str | None = None) -> dict[str, Any]:
+def resume_overrides(
+    given: Mapping[str, Any], allowed: Sequence[str], config_file: str | None = None
+) -> dict[str, Any]:
     """The config values given with ``--resume``: only ``allowed`` fields (and no config file) may be."""
     leaves = flat_fields()
     given = {canonical_key(k): v for k, v in given.items() if canonical_key(k) in leaves}
     fixed = [k for k in given if k not in allowed]
     if fixed or config_file:
         what = f"--{fixed[0].replace('_', '-')}" if fixed else "--config"
-        raise NcdpoError(f"{what} cannot be changed when resuming (the run keeps its own config); "
-                         f"allowed with --resume: {', '.join('--' + k.replace('_', '-') for k in allowed)}")
+        raise NcdpoError(
+            f"{what} cannot be changed when resuming (the run keeps its own config); "
+            f"allowed with --resume: {', '.join('--' + k.replace('_', '-') for k in allowed)}"
+        )
     return given

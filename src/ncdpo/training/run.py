@@ -94,8 +94,10 @@ def newest_resumable_checkpoint(run_dir: Path) -> Checkpoint:
             bad.append(f"{path.name} (no resume state: an exported policy or a checkpoint of an older ncdpo)")
             continue
         if bad:
-            print(f"ncdpo: warning: skipped unreadable newer checkpoints: {'; '.join(bad)}; resuming from {path}",
-                  flush=True)
+            print(
+                f"ncdpo: warning: skipped unreadable newer checkpoints: {'; '.join(bad)}; resuming from {path}",
+                flush=True,
+            )
         return ck
     raise NcdpoError(f"cannot resume {run_dir}: no usable checkpoint ({'; '.join(bad)})")
 
@@ -124,8 +126,11 @@ class stop_on_signals:
             raise KeyboardInterrupt
         self.run.stop_requested = True
         self.run.stop_signal = signum
-        print(f"\nncdpo: got {signal.Signals(signum).name}; stopping after this iteration with a checkpoint "
-              "(send it again to stop at once)", flush=True)
+        print(
+            f"\nncdpo: got {signal.Signals(signum).name}; stopping after this iteration with a checkpoint "
+            "(send it again to stop at once)",
+            flush=True,
+        )
 
     def __enter__(self) -> "stop_on_signals":
         if threading.current_thread() is threading.main_thread():
@@ -178,8 +183,14 @@ class RunSkeleton:
 
         return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, desc=desc)
 
-    def write_checkpoint(self, name: str, modules: dict[str, torch.nn.Module], tensors: dict[str, torch.Tensor],
-                         meta: dict[str, Any], prune: bool = True) -> Path:
+    def write_checkpoint(
+        self,
+        name: str,
+        modules: dict[str, torch.nn.Module],
+        tensors: dict[str, torch.Tensor],
+        meta: dict[str, Any],
+        prune: bool = True,
+    ) -> Path:
         """``checkpoints/<name>.safetensors`` (atomically), then the older periodic ones pruned."""
         path = self.run_dir / "checkpoints" / f"{name}.safetensors"
         save_checkpoint(path, self.cfg, modules, tensors, meta)

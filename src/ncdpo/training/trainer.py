@@ -63,8 +63,13 @@ class Trainer(RunSkeleton):
 
     command = "train"
 
-    def __init__(self, cfg: TrainConfig, resume_from: Checkpoint | None = None,
-                 before_update: BeforeUpdate | None = None, after_update: AfterUpdate | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        resume_from: Checkpoint | None = None,
+        before_update: BeforeUpdate | None = None,
+        after_update: AfterUpdate | None = None,
+    ) -> None:
         super().__init__(validate(cfg))
         cfg = self.cfg
         self.before_update, self.after_update = before_update, after_update
@@ -75,8 +80,10 @@ class Trainer(RunSkeleton):
         self.n_rows = self.envs.num_envs  # n_envs, times the agents per env for a multi-agent task
         try:
             if self.spec.discrete and cfg.horizon != 1:
-                raise NcdpoError(f"env {cfg.env.id} has discrete actions: horizon and act_steps must be 1 "
-                                 f"(got horizon={cfg.horizon})")
+                raise NcdpoError(
+                    f"env {cfg.env.id} has discrete actions: horizon and act_steps must be 1 "
+                    f"(got horizon={cfg.horizon})"
+                )
             self.agent = make_agent(cfg, self.obs_dim, self.act_dim, self.spec).to(self.device)
         except NcdpoError:
             self.envs.close()
@@ -153,14 +160,27 @@ class Trainer(RunSkeleton):
             {
                 "optimizer": self.optimizer.state_dict(),
                 "reward_scaler": {"ret": rs.ret, "mean": rs.rms.mean, "var": rs.rms.var, "count": rs.rms.count},
-                "obs": self.obs, "mask": self.mask, "recent": self.recent, "wall_s": wall_s,
-                "env": env_state(self.envs), "rng": rng_state(),
+                "obs": self.obs,
+                "mask": self.mask,
+                "recent": self.recent,
+                "wall_s": wall_s,
+                "env": env_state(self.envs),
+                "rng": rng_state(),
             },
-            "resume", tensors,
+            "resume",
+            tensors,
         )
-        meta = {"algo": self.cfg.algo, "env_id": self.cfg.env.id, "obs_dim": self.obs_dim, "act_dim": self.act_dim,
-                "spec": self.spec.to_dict(), **self._action_bounds(), "iteration": self.iteration,
-                "env_steps": self.env_steps, "resume": resume}
+        meta = {
+            "algo": self.cfg.algo,
+            "env_id": self.cfg.env.id,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "spec": self.spec.to_dict(),
+            **self._action_bounds(),
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "resume": resume,
+        }
         return self.write_checkpoint(name, {"agent": self.agent}, tensors, meta)
 
     def _action_bounds(self) -> dict[str, Any]:
@@ -174,8 +194,10 @@ class Trainer(RunSkeleton):
         """Adam's groups: the actor, the critic, and a learnable exploration std given its own lr if asked."""
         cfg = self.cfg
         actor = self.agent.actor_parameters()
-        groups = [{"params": actor, "lr": cfg.ppo.actor_lr},
-                  {"params": list(self.agent.critic.parameters()), "lr": cfg.ppo.critic_lr}]
+        groups = [
+            {"params": actor, "lr": cfg.ppo.actor_lr},
+            {"params": list(self.agent.critic.parameters()), "lr": cfg.ppo.critic_lr},
+        ]
         sigma = getattr(getattr(self.agent, "policy", None), "log_sigma_exp", None)
         if cfg.diffusion.sigma_exp_lr > 0 and isinstance(sigma, torch.nn.Parameter) and any(q is sigma for q in actor):
             groups[0]["params"] = [q for q in actor if q is not sigma]
@@ -188,7 +210,9 @@ class Trainer(RunSkeleton):
         cfg = self.cfg
         logger = self.open_logger(self.iteration, self.env_steps)
         buf = RolloutBuffer(cfg.ppo.n_steps, self.n_rows, self.obs_dim, self.device)
-        bar = self.progress_bar(cfg.total_env_steps, min(self.env_steps, cfg.total_env_steps), f"{cfg.algo} {cfg.env.id}")
+        bar = self.progress_bar(
+            cfg.total_env_steps, min(self.env_steps, cfg.total_env_steps), f"{cfg.algo} {cfg.env.id}"
+        )
         t_start = time.perf_counter() - self.wall_offset
         if self.obs is None:
             raw_obs, info = self.envs.reset(seed=cfg.seed)
@@ -200,7 +224,9 @@ class Trainer(RunSkeleton):
         except (NonFiniteError, EnvWorkerError) as e:
             ck = sorted((self.run_dir / "checkpoints").glob("*.safetensors"))
             last = f"last checkpoint {ck[-1]}" if ck else "no checkpoint was written yet"
-            raise NcdpoError(f"iteration {self.iteration}: {e}; training stopped ({last}; {self.continue_hint()})") from e
+            raise NcdpoError(
+                f"iteration {self.iteration}: {e}; training stopped ({last}; {self.continue_hint()})"
+            ) from e
         finally:
             if bar is not None:
                 bar.close()
@@ -230,8 +256,10 @@ class Trainer(RunSkeleton):
             logger.log(row, self.env_steps)
             if self.stop_requested and not is_last:
                 path = self.save(f"iter_{self.iteration:06d}", wall)
-                print(f"stopped by signal after iteration {self.iteration}; checkpoint {path}; {self.continue_hint()}",
-                      flush=True)
+                print(
+                    f"stopped by signal after iteration {self.iteration}; checkpoint {path}; {self.continue_hint()}",
+                    flush=True,
+                )
                 return
             if self.iteration % cfg.save_every == 0:
                 self.save(f"iter_{self.iteration:06d}", wall)
@@ -261,14 +289,22 @@ class Trainer(RunSkeleton):
             raw_obs, reward, term, trunc, info = self.envs.step(out.action.cpu().numpy())
             bad = ~(np.isfinite(raw_obs).all(axis=1) & np.isfinite(reward))
             if bad.any():
-                raise NonFiniteError(f"non-finite observation or reward from env {cfg.env.id} worker(s) "
-                                     f"{np.nonzero(bad)[0].tolist()}")
+                raise NonFiniteError(
+                    f"non-finite observation or reward from env {cfg.env.id} worker(s) {np.nonzero(bad)[0].tolist()}"
+                )
             done = term | trunc
             self._record_episodes(stats, info, done)
             reward = self.reward_scaler(np.asarray(reward, np.float64), done)
             self._bootstrap_truncated(reward, term, trunc, info)
-            buf.add(t, obs_t, value, out.log_prob, out.store, torch.as_tensor(reward, device=dev),
-                    torch.as_tensor(done, dtype=torch.float32, device=dev))
+            buf.add(
+                t,
+                obs_t,
+                value,
+                out.log_prob,
+                out.store,
+                torch.as_tensor(reward, device=dev),
+                torch.as_tensor(done, dtype=torch.float32, device=dev),
+            )
             obs = self.obs_norm(raw_obs, update=cfg.env.update_obs_norm)
             mask = action_mask(info, self.n_rows)
         stats.last_value = agent.bootstrap_value(torch.as_tensor(obs, device=dev))
@@ -299,8 +335,9 @@ class Trainer(RunSkeleton):
         adv, returns = compute_gae(buf.rewards, buf.values, buf.dones, last_value, p.gamma, p.gae_lambda)
         if self.before_update is not None:
             self.before_update(self, buf)
-        metrics = ppo_update(self.agent, self.optimizer, buf, adv, returns, self.cfg,
-                             train_actor=self.iteration > p.critic_warmup_iters)
+        metrics = ppo_update(
+            self.agent, self.optimizer, buf, adv, returns, self.cfg, train_actor=self.iteration > p.critic_warmup_iters
+        )
         if self.after_update is not None:
             self.after_update(self, buf, adv, metrics)
         return metrics
@@ -310,16 +347,38 @@ class Trainer(RunSkeleton):
         cfg = self.cfg
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if self.eval_envs is None and vector_mode(cfg.env.id, cfg.env.vector) == "async":
-                self.eval_envs = make_vec_env(cfg.env.id, min(cfg.eval_episodes, cfg.env.n_envs), cfg.act_steps,
-                                              cfg.env.max_episode_steps, "async")
-            r = evaluate(self.agent, self.obs_norm, cfg.env.id, cfg.eval_episodes, cfg.act_steps,
-                         cfg.eval_deterministic, seed=cfg.seed + 100_000, max_episode_steps=cfg.env.max_episode_steps,
-                         vector=cfg.env.vector, envs=self.eval_envs)
+                self.eval_envs = make_vec_env(
+                    cfg.env.id,
+                    min(cfg.eval_episodes, cfg.env.n_envs),
+                    cfg.act_steps,
+                    cfg.env.max_episode_steps,
+                    "async",
+                )
+            r = evaluate(
+                self.agent,
+                self.obs_norm,
+                cfg.env.id,
+                cfg.eval_episodes,
+                cfg.act_steps,
+                cfg.eval_deterministic,
+                seed=cfg.seed + 100_000,
+                max_episode_steps=cfg.env.max_episode_steps,
+                vector=cfg.env.vector,
+                envs=self.eval_envs,
+            )
         return eval_metrics(r)
 
-    def log_row(self, stats: RolloutStats, metrics: dict[str, float], ev: dict[str, float], wall: float,
-                t_rollout: float, t_update: float) -> dict[str, Any]:
+    def log_row(
+        self,
+        stats: RolloutStats,
+        metrics: dict[str, float],
+        ev: dict[str, float],
+        wall: float,
+        t_rollout: float,
+        t_update: float,
+    ) -> dict[str, Any]:
         """One ``progress.csv`` row (CleanRL's metric names)."""
+
         def mean(xs: list) -> float:
             return float(np.mean(xs)) if xs else math.nan
 
