@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,53 @@ def test_print_config_round_trips(capsys):
     assert main(["train", "--env", "Hopper-v5", "--print-config"]) == 0
     cfg = from_dict(json.loads(capsys.readouterr().out))
     assert dataclasses.is_dataclass(cfg) and cfg.env.id == "Hopper-v5"
+
+
+def resolved(*argv: str):
+    from ncdpo.cli import resolve_train_config
+
+    args, extra = build_parser().parse_known_args(list(argv))
+    return resolve_train_config(args, extra, command=argv[0])
+
+
+def test_each_regime_gets_its_measured_recipe():
+    scratch = resolved("train", "--env", "InvertedPendulum-v5")
+    assert scratch.diffusion.prediction == "x0" and scratch.diffusion.sigma_exp == "fixed"
+    assert resolved(
+        "train", "--env", "InvertedPendulum-v5", "--diffusion.prediction", "epsilon"
+    ).diffusion.prediction == ("epsilon")
+    ft = resolved("train", "--init", "shipped:Hopper-v5")
+    assert ft.diffusion.prediction == "epsilon"  # the checkpoint's own
+    assert (ft.diffusion.sigma_exp, ft.diffusion.sigma_exp_start, ft.ppo.actor_lr) == ("learnable", 0.3, 1e-4)
+    assert ft.critic.condition_on_mean and ft.ppo.critic_warmup_iters == 5 and ft.ppo.target_kl == 0.05
+    lift = resolved("train", "--init", "shipped:lift")
+    assert (lift.ppo.actor_lr, lift.diffusion.sigma_exp_start, lift.ppo.minibatch_size) == (1e-5, 0.1, 128)
+    dppo = resolved("train", "--algo", "dppo", "--init", "shipped:Hopper-v5")
+    assert (dppo.ppo.clip_coef, dppo.critic.hidden_dims, dppo.critic.activation) == (0.01, (256, 256, 256), "mish")
+    assert resolved("pretrain", "--dataset", "shipped:Hopper-v5").diffusion.prediction == "epsilon"
+    assert resolved("train", "--algo", "ppo", "--env", "Hopper-v5") == resolved(
+        "train", "--algo", "ppo", "--env", "Hopper-v5", "--diffusion.prediction", "epsilon"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--init", "shipped:Hopper-v5", "--config", "configs/finetune_locomotion.yaml"),
+        ("--init", "shipped:lift", "--config", "configs/finetune_manipulation.yaml"),
+        ("--algo", "dppo", "--init", "shipped:Hopper-v5", "--config", "configs/dppo_locomotion.yaml"),
+        ("--algo", "dppo", "--init", "shipped:lift", "--config", "configs/dppo_manipulation.yaml"),
+    ],
+)
+def test_the_shipped_configs_mean_what_they_meant_before_the_recipes(argv, monkeypatch):
+    """Every recipe value a shipped config relies on is set by the config itself: the recipes change nothing there."""
+    import ncdpo.envs.registry as registry
+    import ncdpo.training.resolve as resolve
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    now = resolved("train", *argv)
+    monkeypatch.setattr(resolve, "RECIPES", {})
+    monkeypatch.setattr(registry, "task_recipe", lambda *a: {})
+    before = resolved("train", *argv)
+    assert to_dict(now) == to_dict(before)

@@ -147,7 +147,7 @@ def test_noise_entropy_separates_chain_noise_from_the_categorical_draw(tmp_path,
     ]
     for name, extra in {
         "mlp": ["--algo", "ppo"],
-        "eps": ["--algo", "ncdpo"],
+        "eps": ["--algo", "ncdpo", "--diffusion.prediction", "epsilon"],  # from scratch the default is x0
         "x0": ["--algo", "ncdpo", "--diffusion.prediction", "x0"],
         "xi0": [
             "--algo",

@@ -33,6 +33,9 @@ class Task:
     multi_agent: bool = False
     """``make`` builds a :class:`~ncdpo.envs.multiagent.MultiAgentEnv`; vector envs of it yield one row per
     (env, agent) (:class:`~ncdpo.envs.multiagent.AgentRows`)."""
+    recipes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """Per (algo, regime) overrides of :data:`ncdpo.training.resolve.RECIPES` for this task, applied after the
+    preset (e.g. a smaller actor lr for fine-tuning on the manipulation tasks)."""
 
 
 TASKS: dict[str, Task] = {}
@@ -68,6 +71,15 @@ def _manipulation_maker(task: str, reward: str) -> Callable[..., gym.Env]:
 
 
 _MANIPULATION_PRESET = {"env.n_envs": 8, "ppo.gamma": 0.99, "ppo.gae_lambda": 0.95, "env.norm_reward": False}
+# configs/finetune_manipulation.yaml's departures from the fine-tuning recipe (RESULTS.md section 6)
+_MANIPULATION_RECIPES = {
+    ("ncdpo", "finetune"): {
+        "ppo.actor_lr": 1e-5,
+        "ppo.critic_warmup_iters": 3,
+        "ppo.minibatch_size": 128,
+        "diffusion.sigma_exp_start": 0.1,
+    },
+}
 for _id, _desc in [
     ("lift", "robosuite Lift, Panda, OSC_POSE 20 Hz: 19-D obs, 7-D action, success ends the episode, 300 steps"),
     ("can", "robosuite PickPlaceCan, Panda, OSC_POSE 20 Hz: 23-D obs, 7-D action, success ends the episode, 300 steps"),
@@ -82,7 +94,14 @@ for _id, _desc in [
     ),
 ]:
     register(
-        Task(_id, _desc + "; sparse reward", _manipulation_maker(_id, "sparse"), dict(_MANIPULATION_PRESET), "async")
+        Task(
+            _id,
+            _desc + "; sparse reward",
+            _manipulation_maker(_id, "sparse"),
+            dict(_MANIPULATION_PRESET),
+            "async",
+            recipes=_MANIPULATION_RECIPES,
+        )
     )
     register(
         Task(
@@ -91,6 +110,7 @@ for _id, _desc in [
             _manipulation_maker(_id, "dense"),
             dict(_MANIPULATION_PRESET),
             "async",
+            recipes=_MANIPULATION_RECIPES,
         )
     )
 
@@ -176,6 +196,11 @@ for _id, _desc in [
 def task_preset(env_id: str) -> dict[str, Any]:
     """The preset of a registered task, or ``{}`` for a plain gymnasium id."""
     return dict(TASKS[env_id].preset) if env_id in TASKS else {}
+
+
+def task_recipe(env_id: str, algo: str, regime: str) -> dict[str, Any]:
+    """A registered task's own overrides of the (algo, regime) recipe, or ``{}``."""
+    return dict(TASKS[env_id].recipes.get((algo, regime), {})) if env_id in TASKS else {}
 
 
 def is_multi_agent(env_id: str) -> bool:

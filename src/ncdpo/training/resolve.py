@@ -1,9 +1,12 @@
 """One place that resolves a run's config, for the CLI, the Python API and sweeps alike.
 
-Values are layered, each layer over the one before: the dataclass defaults, the task preset
+Values are layered, each layer over the one before: the dataclass defaults (the method as docs/METHOD.md
+states it), the measured recipe of the run's regime (:data:`RECIPES`: from scratch, fine-tuning with
+``--init``, or behaviour cloning), the task preset and the task's own recipe overrides
 (:mod:`ncdpo.envs.registry`), an ``--init`` checkpoint's policy architecture, task and observation
 normalisation (:data:`INHERITED_FIELDS`), a ``--config`` file, then the command line (or the API's keyword
-values). A resumed run keeps its own config; only :data:`RESUME_OVERRIDABLE` fields may change.
+values). A fully specified config is therefore never changed by a default. A resumed run keeps its own
+config; only :data:`RESUME_OVERRIDABLE` fields may change.
 """
 
 from __future__ import annotations
@@ -44,6 +47,36 @@ PRETRAIN_RESUME_OVERRIDABLE = (
     "tensorboard",
     "torch_threads",
 )
+
+# The measured recipe of each (algo, regime), on top of the dataclass defaults (benchmarks/RESULTS.md):
+# - from scratch, NCDPO: x0 prediction. A random epsilon-predicting chain passes its noise through to the action;
+#   an x0-predicting one starts noise-independent like an MLP (RESULTS section 1 "defaults", Hopper, GRF).
+# - fine-tuning, NCDPO: configs/finetune_locomotion.yaml's recipe (learnable exploration std from 0.3, actor lr
+#   1e-4, 5 epochs, a critic warm-up, target KL 0.05, a critic conditioned on the chain mean); the manipulation
+#   tasks override a few values (registry). With std 0.1 and V(s) the locomotion policies did not improve.
+# - fine-tuning, DPPO: the settings of DPPO's fine-tuning configs that configs/dppo_*.yaml share.
+# - behaviour cloning: the dataclass defaults (epsilon prediction: the shipped BC policies).
+RECIPES: dict[tuple[str, str], dict[str, Any]] = {
+    ("ncdpo", "scratch"): {"diffusion.prediction": "x0"},
+    ("ncdpo", "finetune"): {
+        "ppo.n_steps": 64,
+        "ppo.update_epochs": 5,
+        "ppo.actor_lr": 1e-4,
+        "ppo.critic_warmup_iters": 5,
+        "ppo.target_kl": 0.05,
+        "critic.condition_on_mean": True,
+        "diffusion.sigma_exp": "learnable",
+        "diffusion.sigma_exp_start": 0.3,
+    },
+    ("dppo", "finetune"): {
+        "ppo.clip_coef": 0.01,
+        "ppo.actor_lr": 1e-4,
+        "ppo.target_kl": 1.0,
+        "ppo.max_grad_norm": 1000.0,
+        "critic.hidden_dims": (256, 256, 256),
+        "critic.activation": "mish",
+    },
+}
 
 # Fields a run started with ``--init CHECKPOINT`` takes from the checkpoint (the policy's architecture, its
 # task and its observation normalisation) unless the config file or the command line sets them.
@@ -89,7 +122,14 @@ def init_values(path: str) -> dict[str, Any]:
     out = {k: flat[k] for k in INHERITED_FIELDS}
     if ck.meta.get("kind") == "pretrain":
         out["env.update_obs_norm"] = False
+    if not ck.meta.get("critic_trained", True):  # no critic to load: the run's own recipe chooses it
+        out = {k: v for k, v in out.items() if not k.startswith("critic.")}
     return out
+
+
+def regime_of(command: str, init: str) -> str:
+    """``"pretrain"`` (behaviour cloning), ``"finetune"`` (``--init``) or ``"scratch"``."""
+    return "pretrain" if command == "pretrain" else "finetune" if init else "scratch"
 
 
 def resolve_config(
@@ -109,11 +149,18 @@ def resolve_config(
             from ncdpo.data.dataset import load_dataset
 
             default_env = load_dataset(ds_path).env_id or default_env
-    from ncdpo.envs.registry import task_preset
+    from ncdpo.envs.registry import task_preset, task_recipe
 
-    inherited = init_values(str(cli.get("init", file_values.get("init", ""))))
-    env_id = cli.get("env.id", file_values.get("env.id", inherited.get("env.id", default_env)))
-    cfg = apply_overrides(TrainConfig(), task_preset(str(env_id)), source="task preset")
+    init = str(cli.get("init", file_values.get("init", "")))
+    inherited = init_values(init)
+
+    def given(key: str, default: Any) -> str:
+        return str(cli.get(key, file_values.get(key, inherited.get(key, default))))
+
+    env_id, algo, regime = given("env.id", default_env), given("algo", TrainConfig().algo), regime_of(command, init)
+    cfg = apply_overrides(TrainConfig(), RECIPES.get((algo, regime), {}), source=f"{algo} {regime} recipe")
+    cfg = apply_overrides(cfg, task_preset(env_id), source="task preset")
+    cfg = apply_overrides(cfg, task_recipe(env_id, algo, regime), source=f"task {env_id} {regime} recipe")
     cfg = apply_overrides(cfg, inherited, source="--init checkpoint")
     cfg = apply_overrides(cfg, {"env.id": env_id}, source="env")
     cfg = apply_overrides(cfg, file_values, source=f"config file {config_file}")
