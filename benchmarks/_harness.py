@@ -1,24 +1,70 @@
-"""What the benchmark scripts share: running one ``ncdpo train`` run so that a harness can be rerun at will.
+"""What the benchmark scripts share, so each script keeps only its experiment.
 
-A run is skipped when finished, continued with ``ncdpo train --resume`` when interrupted after a checkpoint,
-and started afresh otherwise; its console output is appended to ``<run>.log``. A continued run takes the
-harness's ``--total-env-steps``, so rerunning a harness with another budget shortens or extends the unfinished
-runs (for runs whose schedules depend on the budget, such as ``--ppo.anneal-lr``, that is not the same as a fresh
-run with the new budget).
+- **Runs**: :func:`run_train` skips a finished run, continues an interrupted one (``ncdpo train --resume``, with the
+  harness's ``--total-env-steps``: a rerun with another budget shortens or extends it; for schedules that depend on
+  the budget, such as ``--ppo.anneal-lr``, that is not the same as a fresh run) and starts the others afresh,
+  appending the console output to ``<run>.log``; :func:`run_jobs` runs a list of them side by side.
+- **One evaluation protocol**: :func:`evaluate` runs ``ncdpo eval`` over complete episodes with one seed,
+  :data:`EVAL_SEED` unless ``--eval-seed`` says otherwise, and caches the result as JSON (with its seed).
+- **One progress reader**: :func:`read_log`, :func:`value_at`, :func:`run_cost`.
+- **One table and plot writer**: :func:`mean_std`, :func:`write_table`, :func:`write_csv`, :func:`plot_curves`
+  (mean ± std over seeds, the starting BC level drawn where there is one).
+- **One throughput loop**: :func:`raw_env_sps`, the raw vector env with random actions.
+- **Common options**: :func:`add_common_args`.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import json
+import math
+import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 NCDPO = [sys.executable, "-m", "ncdpo.cli"]
+ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
+EVAL_SEED = 424242
+"""The evaluation seed of every benchmark table (the manipulation tables'). ``--eval-seed`` reproduces older
+figures: 777 for the multi-agent tables of RESULTS section 7, 0 for the from-scratch table of section 1."""
 
 
+# ---------------------------------------------------------------------------------------------- options
+def add_common_args(
+    ap: argparse.ArgumentParser,
+    *,
+    steps: int,
+    episodes: int,
+    out: str,
+    jobs: int | None = None,
+    seeds: Sequence[int] = (1, 2, 3),
+) -> None:
+    """``--seeds --steps --jobs --episodes --eval-seed --out --summarize``, with this script's defaults."""
+    ap.add_argument("--seeds", nargs="+", type=int, default=list(seeds))
+    ap.add_argument("--steps", type=int, default=steps, help=f"env steps per run (default {steps})")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=jobs or os.cpu_count() or 1,
+        help="runs side by side, one torch thread each (default: %(default)s)",
+    )
+    ap.add_argument("--episodes", type=int, default=episodes, help="evaluation episodes per policy and mode")
+    ap.add_argument("--eval-seed", type=int, default=EVAL_SEED, help=f"evaluation seed (default {EVAL_SEED})")
+    ap.add_argument("--out", default=str(ROOT / "results" / out))
+    ap.add_argument("--summarize", action="store_true", help="only rebuild tables and plots from finished runs")
+
+
+# ---------------------------------------------------------------------------------------------- runs
 def finished(run: Path) -> bool:
     """A run counts as done when its final checkpoint, or (in a clone without checkpoints) its evaluation
     (``eval.json``, or ``eval_det.json`` for the manipulation harness), exists."""
@@ -53,14 +99,11 @@ def run_train(run: Path, train_args: list[str]) -> str:
     return f"{run.name}: {time.time() - t0:.0f} s"
 
 
-def eval_json(target: str, res: Path, episodes: int, seed: int, extra: list[str] = ()) -> dict:
-    """``ncdpo eval TARGET`` over ``episodes`` episodes with ``seed``, cached in the JSON file ``res``."""
-    if not res.is_file():
-        subprocess.check_call(
-            [*NCDPO, "eval", target, "--episodes", str(episodes), "--seed", str(seed), "--json", str(res), *extra],
-            stdout=subprocess.DEVNULL,
-        )
-    return json.loads(res.read_text())
+def run_jobs(fn: Callable[..., str], jobs: Iterable[tuple], n_jobs: int) -> None:
+    """``fn(*job)`` for every job, ``n_jobs`` at a time, printing each one's message as it is returned."""
+    with ThreadPoolExecutor(max(1, n_jobs)) as pool:
+        for msg in pool.map(lambda job: fn(*job), list(jobs)):
+            print(msg, flush=True)
 
 
 def seeds_on_disk(task_dir: Path, task: str, algos: list[str], seeds: list[int]) -> list[int]:
@@ -73,3 +116,150 @@ def seeds_on_disk(task_dir: Path, task: str, algos: list[str], seeds: list[int])
         if d.is_dir() and (m := re.fullmatch(rf"{re.escape(task)}__{re.escape(a)}__s(\d+)", d.name))
     }
     return sorted(found | set(seeds))
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def evaluate(
+    target: str | Path,
+    res: Path,
+    episodes: int,
+    seed: int = EVAL_SEED,
+    sampled: bool = False,
+    n_envs: int | None = None,
+    legacy_seed: int | None = None,
+) -> dict[str, Any]:
+    """``ncdpo eval TARGET`` over ``episodes`` complete episodes with ``seed``, cached in the JSON file ``res``.
+
+    A cached result of another seed is evaluated again; one written before results recorded their seed counts as
+    ``legacy_seed`` (the seed its script used then). Without a checkpoint to evaluate (a clone holds only the raw
+    results), asking for another seed is a one-line error naming the seed that reproduces the cached table.
+    """
+    if res.is_file():
+        cached = json.loads(res.read_text())
+        was = cached.get("seed", legacy_seed)
+        if was == seed:
+            return cached
+        path = Path(str(target))
+        evaluable = str(target).startswith("shipped:") or path.is_file() or any(path.glob("checkpoints/*.safetensors"))
+        if not evaluable:
+            raise SystemExit(
+                f"{res} was evaluated with seed {was} and {target} has no checkpoint to evaluate with "
+                f"seed {seed}: pass --eval-seed {was} to rebuild the table from the cached results"
+            )
+    extra = [*(["--sampled"] if sampled else []), *(["--n-envs", str(n_envs)] if n_envs else [])]
+    subprocess.check_call(
+        [*NCDPO, "eval", str(target), "--episodes", str(episodes), "--seed", str(seed), "--json", str(res), *extra],
+        stdout=subprocess.DEVNULL,
+    )
+    return json.loads(res.read_text())
+
+
+# ---------------------------------------------------------------------------------------------- progress
+def read_log(run: Path) -> list[dict[str, str]]:
+    """The rows of a run's ``progress.csv``."""
+    with open(run / "progress.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def value_at(log: list[dict[str, str]], step: int, key: str = "charts/episodic_return", window: int = 5) -> float:
+    """Mean of ``key`` over the last ``window`` logged iterations at or before env step ``step``."""
+    pts = [float(r[key]) for r in log if r.get(key) and int(r["env_steps"]) <= step]
+    return float(np.mean(pts[-window:])) if pts else math.nan
+
+
+def run_cost(log: list[dict[str, str]]) -> dict[str, float]:
+    """Wall time, env steps, seconds per iteration (rollout + update), update seconds and peak memory of a run."""
+
+    def mean(key: str) -> float:
+        vals = [float(r[key]) for r in log if r.get(key)]
+        return float(np.mean(vals)) if vals else math.nan
+
+    mem = [float(r["perf/peak_mem_mb"]) for r in log if r.get("perf/peak_mem_mb")]
+    return {
+        "wall_s": float(log[-1]["wall_s"]),
+        "env_steps": int(log[-1]["env_steps"]),
+        "s_per_iteration": mean("perf/rollout_s") + mean("perf/update_s"),
+        "update_s": mean("perf/update_s"),
+        "sps": mean("charts/SPS"),
+        "peak_mem_mb": max(mem) if mem else math.nan,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- tables, plots
+def mean_std(xs: Sequence[float], digits: int = 0, scale: float = 1.0, unit: str = "") -> str:
+    """``"m ± s"`` over seeds (``"-"`` for none)."""
+    if not len(xs):
+        return "-"
+    a = scale * np.asarray(xs, np.float64)
+    return f"{a.mean():.{digits}f}{unit} ± {a.std():.{digits}f}"
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from ncdpo.checkpoint import AtomicText
+
+    with AtomicText(path) as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def write_table(path: Path, lines: Sequence[str]) -> str:
+    """The markdown ``lines`` into ``path`` (atomically); returns the text."""
+    from ncdpo.checkpoint import atomic_write_text
+
+    md = "\n".join(lines) + "\n"
+    atomic_write_text(path, md)
+    return md
+
+
+def plot_curves(
+    runs: Sequence[Path],
+    out: Path,
+    y: str = "charts/episodic_return",
+    title: str = "",
+    smooth: int = 1,
+    baseline: float | None = None,
+    baseline_label: str = "BC",
+) -> Path:
+    """``y`` against env steps, mean ± std over the seeds of each variant, with the starting level ``baseline``."""
+    from ncdpo.plotting import plot_runs
+
+    levels = {baseline_label: baseline} if baseline is not None and math.isfinite(baseline) else {}
+    return plot_runs(runs, out, y=y, smooth_window=smooth, title=title, levels=levels)
+
+
+# ---------------------------------------------------------------------------------------------- throughput
+def raw_env_sps(
+    env_id: str,
+    n_envs: int,
+    act_steps: int = 1,
+    decisions: int = 0,
+    seconds: float = 0.0,
+    vector: str = "auto",
+    warmup: int = 1,
+) -> float:
+    """Env steps/s of the raw vector env with uniformly random actions (continuous or discrete), after ``warmup``
+    decisions (subprocess start, numba compilation): ``decisions`` steps, or as many as fit in ``seconds``."""
+    from ncdpo.envs.registry import done_values, make_vec_env
+
+    envs = make_vec_env(env_id, n_envs, act_steps, vector=vector)
+    try:
+        rng = np.random.default_rng(0)
+        space = envs.single_action_space
+
+        def actions() -> np.ndarray:
+            if hasattr(space, "n"):
+                return rng.integers(0, space.n, envs.num_envs)
+            return rng.uniform(-1, 1, (envs.num_envs, *space.shape)).astype(np.float32)
+
+        envs.reset(seed=0)
+        for _ in range(warmup):
+            envs.step(actions())
+        steps, n, t0 = 0, 0, time.perf_counter()
+        while (n < decisions) if decisions else (time.perf_counter() - t0 < seconds):
+            _, _, term, trunc, info = envs.step(actions())
+            steps += int(done_values(info, "env_steps", term | trunc).sum())
+            n += 1
+        return steps / (time.perf_counter() - t0)
+    finally:
+        envs.close()

@@ -14,25 +14,31 @@ variants relative to their mean, time per update) and ``curves.png`` under
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ncdpo.checkpoint import AtomicText, atomic_write_text
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import NCDPO, finished, run_train  # noqa: E402
+from _harness import (  # noqa: E402
+    NCDPO,
+    REPO,
+    add_common_args,
+    evaluate,
+    finished,
+    mean_std,
+    plot_curves,
+    read_log,
+    run_cost,
+    run_jobs,
+    run_train,
+    write_csv,
+    write_table,
+)
 
-ROOT = Path(__file__).resolve().parent
-REPO = ROOT.parent
 CONFIG = REPO / "configs" / "finetune_locomotion.yaml"
-EVAL_SEED = 424242
+LEGACY_SEED = 424242  # the eval seed of results written before they recorded it
 BC_ARGS = [
     "--horizon",
     "4",
@@ -113,12 +119,9 @@ def run_one(name: str, init: str, extra: list[str], seed: int, steps: int, out: 
     )
 
 
-def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes: int) -> str:
-    sys.path.insert(0, str(REPO / "src"))
-    from ncdpo.plotting import plot_runs
-
-    rows, means, lines, runs = [], {}, [], []
-    lines += [
+def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes: int, eval_seed: int) -> str:
+    rows, means, runs = [], {}, []
+    lines = [
         f"NCDPO fine-tuning on {task}, deterministic evaluation of the final policy over {episodes} episodes "
         "(mean ± std over seeds).",
         "",
@@ -131,36 +134,16 @@ def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes
             run = out / f"{name}__s{seed}"
             if not finished(run):
                 continue
-            res = run / "eval.json"
-            if not res.is_file():
-                subprocess.check_call(
-                    [
-                        *NCDPO,
-                        "eval",
-                        str(run),
-                        "--episodes",
-                        str(episodes),
-                        "--seed",
-                        str(EVAL_SEED),
-                        "--json",
-                        str(res),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                )
-            ev = json.loads(res.read_text())
-            with open(run / "progress.csv") as f:
-                log = list(csv.DictReader(f))
+            ev = evaluate(run, run / "eval.json", episodes, eval_seed, legacy_seed=LEGACY_SEED)
+            c = run_cost(read_log(run))
             finals.append(ev["return_mean"])
-            upd.append(np.mean([float(r["perf/update_s"]) for r in log]))
-            walls.append(float(log[-1]["wall_s"]))
-            rows.append([name, seed, ev["return_mean"], int(log[-1]["env_steps"]), upd[-1], walls[-1]])
+            upd.append(c["update_s"])
+            walls.append(c["wall_s"])
+            rows.append([name, seed, ev["return_mean"], c["env_steps"], upd[-1], walls[-1]])
             runs.append(run)
         if finals:
             means[name] = float(np.mean(finals))
-            lines.append(
-                f"| {name} | {np.mean(finals):.0f} ± {np.std(finals):.0f} | {len(finals)} | {np.mean(upd):.2f} | "
-                f"{np.mean(walls):.0f} |"
-            )
+            lines.append(f"| {name} | {mean_std(finals)} | {len(finals)} | {np.mean(upd):.2f} | {np.mean(walls):.0f} |")
     if len(means) > 1:
         vals = np.asarray(list(means.values()))
         lines += [
@@ -168,20 +151,17 @@ def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes
             "Spread of the variants' mean final return: (max - min) / mean = "
             f"{(vals.max() - vals.min()) / vals.mean():.2f}",
         ]
-    with AtomicText(out / "summary.csv") as f:
-        w = csv.writer(f)
-        w.writerow(["variant", "seed", "final_eval_return", "env_steps", "update_s_per_iter", "wall_s"])
-        w.writerows(rows)
+    write_csv(
+        out / "summary.csv", ["variant", "seed", "final_eval_return", "env_steps", "update_s_per_iter", "wall_s"], rows
+    )
     if runs:
-        plot_runs(
+        plot_curves(
             runs,
             out / "curves.png",
             y="eval/return_mean",
             title=f"{task}: NCDPO fine-tuning vs K, mean ± std over seeds",
         )
-    md = "\n".join(lines) + "\n"
-    atomic_write_text(out / "table.md", md)
-    return md
+    return write_table(out / "table.md", lines)
 
 
 def main() -> None:
@@ -189,17 +169,7 @@ def main() -> None:
     ap.add_argument("--task", default="Hopper-v5")
     ap.add_argument("--ks", nargs="+", type=int, default=[5, 10, 20, 50])
     ap.add_argument("--ddim", action="store_true", help="also the K=20 policy with a 5-step DDIM sampler")
-    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    ap.add_argument("--steps", type=int, default=300_000)
-    ap.add_argument(
-        "--jobs",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="runs in parallel, one torch thread each (default: the core count)",
-    )
-    ap.add_argument("--episodes", type=int, default=20)
-    ap.add_argument("--out", default=str(ROOT / "results" / "k_ablation"))
-    ap.add_argument("--summarize", action="store_true")
+    add_common_args(ap, steps=300_000, episodes=20, out="k_ablation")
     a = ap.parse_args()
     out = Path(a.out) / a.task
     out.mkdir(parents=True, exist_ok=True)
@@ -211,10 +181,8 @@ def main() -> None:
         # Longest runs first (update cost grows with K; DDIM-5 costs like K5), so the pool's tail is short.
         cost = {n: 5 if "ddim" in n else int(n[1:]) for n in names}
         jobs = sorted(((n, s) for s in a.seeds for n in names), key=lambda j: -cost[j[0]])
-        with ThreadPoolExecutor(a.jobs) as pool:
-            for msg in pool.map(lambda j: run_one(j[0], *v[j[0]], j[1], a.steps, out), jobs):
-                print(msg, flush=True)
-    print(summarize(a.task, names, a.seeds, out, a.episodes))
+        run_jobs(run_one, [(n, *v[n], s, a.steps, out) for n, s in jobs], a.jobs)
+    print(summarize(a.task, names, a.seeds, out, a.episodes, a.eval_seed))
 
 
 if __name__ == "__main__":

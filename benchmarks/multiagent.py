@@ -17,68 +17,49 @@ vector env with random actions (env steps/s) for the ratio to training's env ste
 from __future__ import annotations
 
 import argparse
-import csv
 import math
-import os
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ncdpo.checkpoint import AtomicText, atomic_write_text
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import eval_json, finished, run_train, seeds_on_disk  # noqa: E402
+from _harness import (  # noqa: E402
+    EVAL_SEED,
+    add_common_args,
+    evaluate,
+    finished,
+    mean_std,
+    plot_curves,
+    raw_env_sps,
+    read_log,
+    run_jobs,
+    run_train,
+    seeds_on_disk,
+    value_at,
+    write_csv,
+    write_table,
+)
 
-ROOT = Path(__file__).resolve().parent
-EVAL_SEED = 777
+LEGACY_SEED = 777  # the eval seed of the tables in RESULTS section 7 (results written before they recorded it)
 COMMON = ["--torch-threads", "1", "--save-every", "10", "--keep-checkpoints", "1", "--progress", "false"]
+_DIFF = ["--diffusion.denoising-steps", "5", "--diffusion.hidden-dim", "128", "--ppo.actor-lr", "3e-4"]
 # label -> (algo, its own options); everything else is the task's preset (ncdpo tasks)
 VARIANTS = {
-    "ppo": ("ppo", ["--gaussian.hidden-dims", "64", "64"]),
-    "ncdpo": ("ncdpo", ["--diffusion.denoising-steps", "5", "--diffusion.hidden-dim", "128", "--ppo.actor-lr", "3e-4"]),
+    "ppo": ("ppo", ["--mlp.hidden-dims", "64", "64"]),
+    # the paper's epsilon-predicting chain (pinned: from scratch the default is now x0)
+    "ncdpo": ("ncdpo", [*_DIFF, "--diffusion.prediction", "epsilon"]),
     # logits bounded to [-2, 2] instead of [-4, 4]: the policy stays closer to uniform (GRF tuning, RESULTS section 7)
-    "ncdpo-ls2": (
-        "ncdpo",
-        [
-            "--diffusion.denoising-steps",
-            "5",
-            "--diffusion.hidden-dim",
-            "128",
-            "--ppo.actor-lr",
-            "3e-4",
-            "--diffusion.logit-scale",
-            "2",
-        ],
-    ),
+    "ncdpo-ls2": ("ncdpo", [*_DIFF, "--diffusion.logit-scale", "2", "--diffusion.prediction", "epsilon"]),
     # the denoiser predicts x0, not the noise: from a random init the logits start near-uniform and independent of
     # the chain noise, instead of a noise-picked random action per draw (RESULTS section 7)
-    "ncdpo-x0": (
-        "ncdpo",
-        [
-            "--diffusion.denoising-steps",
-            "5",
-            "--diffusion.hidden-dim",
-            "128",
-            "--ppo.actor-lr",
-            "3e-4",
-            "--diffusion.prediction",
-            "x0",
-        ],
-    ),
+    "ncdpo-x0": ("ncdpo", [*_DIFF, "--diffusion.prediction", "x0"]),
     # x0, and the denoiser initialised like the MLP baselines: orthogonal (gain sqrt 2), output layer scaled to 0.01
     # (simple_spread tuning, benchmarks/results/multiagent_tuning/README.md)
     "ncdpo-x0-orth": (
         "ncdpo",
         [
-            "--diffusion.denoising-steps",
-            "5",
-            "--diffusion.hidden-dim",
-            "128",
-            "--ppo.actor-lr",
-            "3e-4",
+            *_DIFF,
             "--diffusion.prediction",
             "x0",
             "--diffusion.init",
@@ -102,14 +83,15 @@ def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
     )
 
 
-def value_at(log: list[dict], step: int, key: str, window: int = 5) -> float:
-    pts = [float(r[key]) for r in log if r[key] and int(r["env_steps"]) <= step]
-    return float(np.mean(pts[-window:])) if pts else math.nan
-
-
-def summarize(tasks: list[str], algos: list[str], seeds: list[int], steps: int, out: Path, episodes: int) -> str:
-    from ncdpo.plotting import plot_runs
-
+def summarize(
+    tasks: list[str],
+    algos: list[str],
+    seeds: list[int],
+    steps: int,
+    out: Path,
+    episodes: int,
+    eval_seed: int = EVAL_SEED,
+) -> str:
     marks = sorted({steps // 4, steps // 2, 3 * steps // 4, steps})
     lines: list[str] = []
     # the table covers every variant and seed on disk, so summarising a new variant keeps the earlier ones
@@ -124,10 +106,9 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], steps: int, 
                 run = run_dir(out, task, algo, seed)
                 if not finished(run):
                     continue
-                with open(run / "progress.csv") as f:
-                    log = list(csv.DictReader(f))
-                det = eval_json(str(run), run / "eval.json", episodes, EVAL_SEED)
-                smp = eval_json(str(run), run / "eval_sampled.json", episodes, EVAL_SEED, ["--sampled"])
+                log = read_log(run)
+                det = evaluate(run, run / "eval.json", episodes, eval_seed, legacy_seed=LEGACY_SEED)
+                smp = evaluate(run, run / "eval_sampled.json", episodes, eval_seed, True, legacy_seed=LEGACY_SEED)
                 for res in (det, smp):  # (no success rate: null in the JSON)
                     res["success_rate"] = math.nan if res.get("success_rate") is None else float(res["success_rate"])
                 has_success = has_success or not math.isnan(det["success_rate"])
@@ -160,14 +141,9 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], steps: int, 
         ]
         for algo, recs in table.items():
             a = np.asarray(recs, np.float64)
-            cells = [f"{m:.2f} ± {s:.2f}" for m, s in zip(a.mean(0)[: len(marks) + 2], a.std(0)[: len(marks) + 2])]
+            cells = [mean_std(a[:, i], 2) for i in range(len(marks) + 2)]
             if has_success:
-                cells += [
-                    f"{100 * m:.0f}% ± {100 * s:.0f}"
-                    for m, s in zip(
-                        a.mean(0)[len(marks) + 2 : len(marks) + 4], a.std(0)[len(marks) + 2 : len(marks) + 4]
-                    )
-                ]
+                cells += [mean_std(a[:, i], 0, 100, "%") for i in (len(marks) + 2, len(marks) + 3)]
             cells += [f"{a[:, -2].mean():.0f}", f"{a[:, -1].mean():.0f}"]
             task_lines.append(f"| {algo} | {len(recs)} | " + " | ".join(cells) + " |")
         task_lines.append("")
@@ -180,71 +156,43 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], steps: int, 
         ]
         if not runs:
             continue
-        plot_runs(
-            runs, out / task / "curves.png", smooth_window=5, title=f"{task}: NCDPO vs MLP+MAPPO, mean ± std over seeds"
-        )
+        title = f"{task}: NCDPO vs MLP+MAPPO, mean ± std over seeds"
+        plot_curves(runs, out / task / "curves.png", smooth=5, title=title)
         if has_success:
-            plot_runs(
+            plot_curves(
                 runs,
                 out / task / "win_rate.png",
                 y="charts/success_rate",
-                smooth_window=5,
+                smooth=5,
                 title=f"{task}: win rate of training episodes",
             )
         # each task has its own table, so harness calls for different tasks never overwrite each other's
-        with AtomicText(out / task / "summary.csv") as f:
-            w = csv.writer(f)
-            w.writerow(
-                [
-                    "task",
-                    "algo",
-                    "seed",
-                    *[f"return@{m}" for m in marks],
-                    "final_det_return",
-                    "final_sampled_return",
-                    "final_det_win",
-                    "final_sampled_win",
-                    "train_env_steps_per_s",
-                    "wall_s",
-                ]
-            )
-            w.writerows(rows)
-        atomic_write_text(out / task / "table.md", "\n".join(task_lines) + "\n")
+        write_csv(
+            out / task / "summary.csv",
+            [
+                "task",
+                "algo",
+                "seed",
+                *[f"return@{m}" for m in marks],
+                "final_det_return",
+                "final_sampled_return",
+                "final_det_win",
+                "final_sampled_win",
+                "train_env_steps_per_s",
+                "wall_s",
+            ],
+            rows,
+        )
+        write_table(out / task / "table.md", task_lines)
     return "\n".join(lines) + "\n"
-
-
-def raw_throughput(task: str, n_envs: int, seconds: float = 20.0) -> float:
-    """Env steps/s of the raw vector env (the task's default vectorisation) with uniformly random actions, over
-    ``seconds`` of stepping after a short warm-up."""
-    from ncdpo.envs.registry import make_vec_env
-
-    envs = make_vec_env(task, n_envs)
-    try:
-        rng = np.random.default_rng(0)
-        envs.reset(seed=0)
-        n_act = envs.single_action_space.n
-        for _ in range(10):  # warm-up (subprocess start, first resets)
-            envs.step(rng.integers(0, n_act, envs.num_envs))
-        t0, done_steps = time.perf_counter(), 0
-        while time.perf_counter() - t0 < seconds:
-            _, _, _, _, info = envs.step(rng.integers(0, n_act, envs.num_envs))
-            done_steps += int(info["env_steps"].sum())
-        return done_steps / (time.perf_counter() - t0)
-    finally:
-        envs.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=["simple_spread"])
     ap.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], choices=sorted(VARIANTS))
-    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    ap.add_argument("--steps", type=int, default=500_000)
-    ap.add_argument("--episodes", type=int, default=50)
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--out", default=str(ROOT / "results" / "multiagent"))
-    ap.add_argument("--summarize", action="store_true")
     ap.add_argument("--raw-throughput", action="store_true", help="only measure the raw env's env steps/s")
+    add_common_args(ap, steps=500_000, episodes=50, out="multiagent")
     a = ap.parse_args()
     out = Path(a.out)
     if a.raw_throughput:
@@ -252,17 +200,12 @@ def main() -> None:
 
         for task in a.tasks:
             n = int(task_preset(task).get("env.n_envs", 16))
-            print(
-                f"{task}: raw vector env ({n} envs, random actions, 20 s): {raw_throughput(task, n):.0f} env steps/s",
-                flush=True,
-            )
+            sps = raw_env_sps(task, n, seconds=20.0, warmup=10)
+            print(f"{task}: raw vector env ({n} envs, random actions, 20 s): {sps:.0f} env steps/s", flush=True)
         return
     if not a.summarize:
-        jobs = [(t, al, s) for t in a.tasks for s in a.seeds for al in a.algos]
-        with ThreadPoolExecutor(a.jobs) as pool:
-            for msg in pool.map(lambda j: run_one(j[0], j[1], j[2], a.steps, out), jobs):
-                print(msg, flush=True)
-    print(summarize(a.tasks, a.algos, a.seeds, a.steps, out, a.episodes))
+        run_jobs(run_one, [(t, al, s, a.steps, out) for t in a.tasks for s in a.seeds for al in a.algos], a.jobs)
+    print(summarize(a.tasks, a.algos, a.seeds, a.steps, out, a.episodes, a.eval_seed))
 
 
 if __name__ == "__main__":

@@ -383,6 +383,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "env_id": cfg.env.id,
             "algo": cfg.algo,
             "mode": mode,
+            "seed": args.seed,
+            "episodes": args.episodes,
             "chain_noise_scale": cfg.diffusion.chain_noise_scale if cfg.algo == "ncdpo" else None,
             **clean,
         }

@@ -59,8 +59,10 @@ def plot_runs(
     group: bool = True,
     smooth_window: int = 1,
     title: str = "",
+    levels: dict[str, float] | None = None,
 ) -> Path:
-    """Plot ``y`` against ``x`` for each run (or mean ± std per group of seeds) into a PNG."""
+    """Plot ``y`` against ``x`` for each run (or mean ± std per group of seeds) into a PNG; ``levels`` draws
+    labelled horizontal reference lines (e.g. the behaviour-cloned policy's return a fine-tuning run starts from)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,6 +82,8 @@ def plot_runs(
             gx, mean, std = aggregate(curves)
             ax.plot(gx, mean, label=f"{label} (n={len(curves)})")
             ax.fill_between(gx, mean - std, mean + std, alpha=0.25)
+    for label, level in (levels or {}).items():
+        ax.axhline(level, color="0.4", linestyle="--", linewidth=1, label=label)
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     if title:
