@@ -79,6 +79,24 @@ def resumable(run: Path) -> bool:
     return ck.is_dir() and any(ck.glob("iter_*.safetensors"))
 
 
+def run_args(seed: int, steps: int, keep: int = 1, threads: bool = True) -> list[str]:
+    """The ``ncdpo train`` options every harness run shares: seed, budget, no progress bar, ``keep`` periodic
+    checkpoints, and one torch thread (``threads=False``: torch's default, for runs whose subprocess envs use the
+    cores)."""
+    one = ["--torch-threads", "1"] if threads else []
+    return [
+        "--seed",
+        str(seed),
+        "--total-env-steps",
+        str(steps),
+        *one,
+        "--progress",
+        "false",
+        "--keep-checkpoints",
+        str(keep),
+    ]
+
+
 def run_train(run: Path, train_args: list[str]) -> str:
     """Skip, continue or start the run ``run`` (``train_args``: the ``ncdpo train`` options of a fresh start)."""
     if finished(run):
@@ -97,6 +115,17 @@ def run_train(run: Path, train_args: list[str]) -> str:
     if rc != 0 and not finished(run):  # (a resume that found the run complete restores its final checkpoint)
         raise SystemExit(f"{run.name} failed (exit {rc}); see {log_path}")
     return f"{run.name}: {time.time() - t0:.0f} s"
+
+
+def recipe_configs(family: str) -> dict[str, Path]:
+    """The shipped recipe files of a task family (``locomotion``, ``manipulation``), per algorithm."""
+    return {"ncdpo": REPO / "configs" / f"finetune_{family}.yaml", "dppo": REPO / "configs" / f"dppo_{family}.yaml"}
+
+
+def run_finetune(out: Path, task: str, algo: str, config: Path, seed: int, steps: int, **run_kw: Any) -> str:
+    """Fine-tune ``shipped:TASK`` with ``algo`` and its recipe file, as ``out/<task>__<algo>__s<seed>``."""
+    args = ["--algo", algo, "--init", f"shipped:{task}", "--config", str(config)]
+    return run_train(out / f"{task}__{algo}__s{seed}", args + run_args(seed, steps, **run_kw))
 
 
 def run_jobs(fn: Callable[..., str], jobs: Iterable[tuple], n_jobs: int) -> None:

@@ -21,45 +21,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import (  # noqa: E402
-    REPO,
-    add_common_args,
-    evaluate,
-    finished,
-    mean_std,
-    plot_curves,
-    read_log,
-    run_cost,
-    run_jobs,
-    run_train,
-    write_csv,
-    write_table,
-)
+import _harness as H  # noqa: E402
 
-CONFIGS = {"ncdpo": REPO / "configs" / "finetune_locomotion.yaml", "dppo": REPO / "configs" / "dppo_locomotion.yaml"}
+CONFIGS = H.recipe_configs("locomotion")
 LEGACY_SEED = 424242  # the eval seed of results written before they recorded it
 
 
 def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
-    args = [
-        "--algo",
-        algo,
-        "--init",
-        f"shipped:{task}",
-        "--config",
-        str(CONFIGS[algo]),
-        "--seed",
-        str(seed),
-        "--total-env-steps",
-        str(steps),
-        "--torch-threads",
-        "1",
-        "--progress",
-        "false",
-        "--keep-checkpoints",
-        "2",
-    ]
-    return run_train(out / f"{task}__{algo}__s{seed}", args)
+    return H.run_finetune(out, task, algo, CONFIGS[algo], seed, steps, keep=2)
 
 
 def steps_to_reach(runs: list[Path], target: float) -> float:
@@ -90,15 +59,15 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
     for task in tasks:
         out = root / task
         summary = json.loads((ASSETS / task / "summary.json").read_text())
-        bc = evaluate(f"shipped:{task}", out / "bc_eval.json", episodes, eval_seed, legacy_seed=LEGACY_SEED)
+        bc = H.evaluate(f"shipped:{task}", out / "bc_eval.json", episodes, eval_seed, legacy_seed=LEGACY_SEED)
         d = summary["datasets"]["medium"]
         task_runs, finals_by_algo = [], {}
         for algo in algos:
-            runs = [out / f"{task}__{algo}__s{seed}" for seed in seeds if finished(out / f"{task}__{algo}__s{seed}")]
+            runs = [out / f"{task}__{algo}__s{seed}" for seed in seeds if H.finished(out / f"{task}__{algo}__s{seed}")]
             if not runs:
                 continue
-            evs = [evaluate(r, r / "eval.json", episodes, eval_seed, legacy_seed=LEGACY_SEED) for r in runs]
-            costs = [run_cost(read_log(r)) for r in runs]
+            evs = [H.evaluate(r, r / "eval.json", episodes, eval_seed, legacy_seed=LEGACY_SEED) for r in runs]
+            costs = [H.run_cost(H.read_log(r)) for r in runs]
             finals = np.asarray([ev["return_mean"] for ev in evs])
             for r, ev, c in zip(runs, evs, costs):
                 rows.append(
@@ -119,7 +88,7 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
             lines.append(
                 f"| {task} | {algo} | {summary['expert_return']:.0f} | {d['complete_return_mean']:.0f} ± "
                 f"{d['complete_return_std']:.0f} ({d['transitions']} transitions) | {bc['return_mean']:.0f} ± "
-                f"{bc['return_std']:.0f} | {mean_std(finals)} | {int(np.mean([c['env_steps'] for c in costs]))} | "
+                f"{bc['return_std']:.0f} | {H.mean_std(finals)} | {int(np.mean([c['env_steps'] for c in costs]))} | "
                 f"{len(finals)} | {finals.mean() / bc['return_mean']:.2f} | {np.mean([c['wall_s'] for c in costs]):.0f}"
                 f" | {np.mean([c['update_s'] for c in costs]):.2f} | {np.mean(mem) if mem else float('nan'):.0f} |"
             )
@@ -132,33 +101,33 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
                 f"({target:.0f}): NCDPO {s_n:.0f}, DPPO {s_d:.0f}"
             )
         if task_runs:
-            plot_curves(
+            H.plot_curves(
                 task_runs,
                 out / f"curves_{task}.png",
                 y="eval/return_mean",
                 baseline=bc["return_mean"],
                 title=f"{task}: fine-tuning from BC ({bc['return_mean']:.0f}), mean ± std over seeds",
             )
-    write_csv(
+    H.write_csv(
         root / "summary.csv",
         ["task", "algo", "seed", "final_eval_return", "final_eval_std", "bc_eval_return", "env_steps", "wall_s"],
         rows,
     )
-    return write_table(root / "table.md", lines + ([""] + notes if notes else []))
+    return H.write_table(root / "table.md", lines + ([""] + notes if notes else []))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
     ap.add_argument("--algos", nargs="+", default=["ncdpo"], choices=sorted(CONFIGS))
-    add_common_args(ap, steps=1_000_000, episodes=20, out="finetune")
+    H.add_common_args(ap, steps=1_000_000, episodes=20, out="finetune")
     args = ap.parse_args()
     root = Path(args.out)
     for task in args.tasks:
         (root / task).mkdir(parents=True, exist_ok=True)
     if not args.summarize:
         jobs = [(t, a, s, args.steps, root / t) for s in args.seeds for t in args.tasks for a in args.algos]
-        run_jobs(run_one, jobs, args.jobs)
+        H.run_jobs(run_one, jobs, args.jobs)
     print(summarize(args.tasks, args.algos, args.seeds, root, args.episodes, args.eval_seed))
 
 

@@ -18,103 +18,35 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import (  # noqa: E402
-    add_common_args,
-    evaluate,
-    finished,
-    mean_std,
-    plot_curves,
-    read_log,
-    run_cost,
-    run_jobs,
-    run_train,
-    value_at,
-    write_csv,
-    write_table,
-)
+import _harness as H  # noqa: E402
 
 LEGACY_SEED = 0  # results written before they recorded their eval seed used ncdpo eval's default
 # Settings shared by every variant, then each variant's own (the rest: ncdpo train's dataclass defaults, which is
 # what these runs had; the from-scratch recipe's x0 prediction is pinned off where a variant relied on epsilon).
-COMMON = [
-    "--env.n-envs",
-    "16",
-    "--ppo.n-steps",
-    "128",
-    "--ppo.minibatch-size",
-    "256",
-    "--ppo.update-epochs",
-    "10",
-    "--horizon",
-    "1",
-    "--act-steps",
-    "1",
-    "--torch-threads",
-    "1",
-    "--save-every",
-    "10",
-    "--keep-checkpoints",
-    "1",
-    "--progress",
-    "false",
-]
+COMMON = ["--env.n-envs", "16", "--ppo.n-steps", "128", "--ppo.minibatch-size", "256", "--ppo.update-epochs", "10"]
+COMMON += ["--horizon", "1", "--act-steps", "1", "--save-every", "10"]
 _NCDPO = ["--ppo.actor-lr", "3e-4", "--diffusion.denoising-steps", "10", "--diffusion.clip-last-step", "false"]
+_STD1 = ["--diffusion.sigma-exp", "learnable", "--diffusion.sigma-exp-start", "1.0"]
+_DPPO = ["--ppo.actor-lr", "1e-4", "--ppo.clip-coef", "0.01", "--ppo.minibatch-size", "2560"]
+_EPS, _X0 = ["--diffusion.prediction", "epsilon"], ["--diffusion.prediction", "x0"]
 # "ncdpo" explores like MLP+PPO (a learnable, state-independent std starting at 1.0, in the normalised action space);
+# "ncdpo-x0" is the same with x0 prediction (a random init then starts noise-independent, like an MLP: RESULTS sections
+# 1, 7); "dppo" is DPPO with its own defaults (all K'=K=10 steps fine-tuned, std floor 0.1, clip 0.01 -> 0.001
+# schedule, actor lr 1e-4; a minibatch of 2560 (decision, step) samples = 256 decisions, as for the others);
 # "ncdpo-sigma0.3" is the first setting we ran (fixed std 0.3), kept for the record.
 VARIANTS = {
     "ppo": ("ppo", ["--ppo.actor-lr", "3e-4"]),
-    "ncdpo": (
-        "ncdpo",
-        [
-            *_NCDPO,
-            "--diffusion.sigma-exp",
-            "learnable",
-            "--diffusion.sigma-exp-start",
-            "1.0",
-            "--diffusion.prediction",
-            "epsilon",
-        ],
-    ),
-    # x0 prediction: a random init then starts noise-independent, like an MLP (RESULTS sections 1, 7)
-    "ncdpo-x0": (
-        "ncdpo",
-        [
-            *_NCDPO,
-            "--diffusion.sigma-exp",
-            "learnable",
-            "--diffusion.sigma-exp-start",
-            "1.0",
-            "--diffusion.prediction",
-            "x0",
-        ],
-    ),
-    # DPPO with its own defaults (all K'=K=10 steps fine-tuned, std floor 0.1, clip 0.01 -> 0.001 schedule,
-    # actor lr 1e-4); a minibatch of 2560 (decision, step) samples = 256 decisions, as for the others.
-    "dppo": (
-        "dppo",
-        [
-            "--ppo.actor-lr",
-            "1e-4",
-            "--ppo.clip-coef",
-            "0.01",
-            "--ppo.minibatch-size",
-            "2560",
-            "--diffusion.denoising-steps",
-            "10",
-            "--dppo.ft-denoising-steps",
-            "10",
-            "--diffusion.prediction",
-            "epsilon",
-        ],
-    ),
-    "ncdpo-sigma0.3": ("ncdpo", [*_NCDPO, "--diffusion.sigma-exp-start", "0.3", "--diffusion.prediction", "epsilon"]),
+    "ncdpo": ("ncdpo", [*_NCDPO, *_STD1, *_EPS]),
+    "ncdpo-x0": ("ncdpo", [*_NCDPO, *_STD1, *_X0]),
+    "dppo": ("dppo", [*_DPPO, "--diffusion.denoising-steps", "10", "--dppo.ft-denoising-steps", "10", *_EPS]),
+    "ncdpo-sigma0.3": ("ncdpo", [*_NCDPO, "--diffusion.sigma-exp-start", "0.3", *_EPS]),
 }
 
 
 def run_one(env: str, variant: str, seed: int, steps: int, out: Path) -> str:
     algo, own = VARIANTS[variant]
-    args = ["--algo", algo, "--env", env, "--seed", str(seed), "--total-env-steps", str(steps), *COMMON, *own]
-    return run_train(out / f"{env}__{variant}__s{seed}", args)
+    args = ["--algo", algo, "--env", env, *H.run_args(seed, steps), *COMMON, *own]
+    return H.run_train(out / f"{env}__{variant}__s{seed}", args)
 
 
 def summarize(
@@ -125,16 +57,16 @@ def summarize(
     for v in variants:
         for seed in seeds:
             run = out / f"{env}__{v}__s{seed}"
-            if not finished(run):
+            if not H.finished(run):
                 continue
-            log, runs = read_log(run), [*runs, run]
-            vals = [value_at(log, m) for m in marks]
-            ev = evaluate(run, run / "eval.json", episodes, eval_seed, legacy_seed=LEGACY_SEED)["return_mean"]
-            c = run_cost(log)
+            log, runs = H.read_log(run), [*runs, run]
+            vals = [H.value_at(log, m) for m in marks]
+            ev = H.evaluate(run, run / "eval.json", episodes, eval_seed, legacy_seed=LEGACY_SEED)["return_mean"]
+            c = H.run_cost(log)
             rows.append([v, seed, *vals, ev, c["wall_s"], c["env_steps"], c["s_per_iteration"], c["peak_mem_mb"]])
             table.setdefault(v, []).append([*vals, ev])
             cost.setdefault(v, []).append([c["s_per_iteration"], c["peak_mem_mb"], c["wall_s"]])
-    write_csv(
+    H.write_csv(
         out / "summary.csv",
         [
             "algo",
@@ -157,7 +89,7 @@ def summarize(
     ]
     for v, vals in table.items():
         a = np.asarray(vals)
-        lines.append(f"| {v} | {len(vals)} | " + " | ".join(mean_std(a[:, i]) for i in range(a.shape[1])) + " |")
+        lines.append(f"| {v} | {len(vals)} | " + " | ".join(H.mean_std(a[:, i]) for i in range(a.shape[1])) + " |")
     lines += ["", "| algo | s / iteration (rollout + update) | peak MiB | wall s / run |", "|---|---|---|---|"]
     for v, c in cost.items():
         c = np.asarray(c)
@@ -166,9 +98,9 @@ def summarize(
         last = len(marks) - 1
         r = np.mean(np.asarray(table["ncdpo"])[:, last]) / np.mean(np.asarray(table["ppo"])[:, last])
         lines += ["", f"NCDPO / MLP+PPO mean training return at {marks[-1] // 1000}k steps: {r:.2f}"]
-    md = write_table(out / "table.md", lines)
+    md = H.write_table(out / "table.md", lines)
     if runs:
-        plot_curves(runs, out / "curves.png", smooth=5, title=f"{env}: from scratch, mean ± std over seeds")
+        H.plot_curves(runs, out / "curves.png", smooth=5, title=f"{env}: from scratch, mean ± std over seeds")
     return md
 
 
@@ -176,12 +108,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="Hopper-v5")
     ap.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], choices=sorted(VARIANTS), help="variants to run")
-    add_common_args(ap, steps=300_000, episodes=10, out="from_scratch")
+    H.add_common_args(ap, steps=300_000, episodes=10, out="from_scratch")
     args = ap.parse_args()
     out = Path(args.out) / args.env
     out.mkdir(parents=True, exist_ok=True)
     if not args.summarize:
-        run_jobs(run_one, [(args.env, v, s, args.steps, out) for s in args.seeds for v in args.algos], args.jobs)
+        H.run_jobs(run_one, [(args.env, v, s, args.steps, out) for s in args.seeds for v in args.algos], args.jobs)
     print(summarize(args.env, args.algos, args.seeds, args.steps, out, args.episodes, args.eval_seed))
 
 

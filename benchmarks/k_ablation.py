@@ -21,23 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import (  # noqa: E402
-    NCDPO,
-    REPO,
-    add_common_args,
-    evaluate,
-    finished,
-    mean_std,
-    plot_curves,
-    read_log,
-    run_cost,
-    run_jobs,
-    run_train,
-    write_csv,
-    write_table,
-)
+import _harness as H  # noqa: E402
 
-CONFIG = REPO / "configs" / "finetune_locomotion.yaml"
+CONFIG = H.REPO / "configs" / "finetune_locomotion.yaml"
 LEGACY_SEED = 424242  # the eval seed of results written before they recorded it
 BC_ARGS = [
     "--horizon",
@@ -67,7 +53,7 @@ def bc_checkpoint(task: str, k: int, out: Path) -> str:
         with open(out / f"bc_K{k}.log", "w") as log:
             subprocess.check_call(
                 [
-                    *NCDPO,
+                    *H.NCDPO,
                     "pretrain",
                     "--dataset",
                     f"shipped:{task}",
@@ -97,26 +83,8 @@ def variants(task: str, ks: list[int], ddim: bool, out: Path) -> dict[str, tuple
 
 
 def run_one(name: str, init: str, extra: list[str], seed: int, steps: int, out: Path) -> str:
-    return run_train(
-        out / f"{name}__s{seed}",
-        [
-            "--init",
-            init,
-            "--config",
-            str(CONFIG),
-            *extra,
-            "--seed",
-            str(seed),
-            "--total-env-steps",
-            str(steps),
-            "--torch-threads",
-            "1",
-            "--progress",
-            "false",
-            "--keep-checkpoints",
-            "1",
-        ],
-    )
+    args = ["--init", init, "--config", str(CONFIG), *extra, *H.run_args(seed, steps)]
+    return H.run_train(out / f"{name}__s{seed}", args)
 
 
 def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes: int, eval_seed: int) -> str:
@@ -132,10 +100,10 @@ def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes
         finals, upd, walls = [], [], []
         for seed in seeds:
             run = out / f"{name}__s{seed}"
-            if not finished(run):
+            if not H.finished(run):
                 continue
-            ev = evaluate(run, run / "eval.json", episodes, eval_seed, legacy_seed=LEGACY_SEED)
-            c = run_cost(read_log(run))
+            ev = H.evaluate(run, run / "eval.json", episodes, eval_seed, legacy_seed=LEGACY_SEED)
+            c = H.run_cost(H.read_log(run))
             finals.append(ev["return_mean"])
             upd.append(c["update_s"])
             walls.append(c["wall_s"])
@@ -143,7 +111,9 @@ def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes
             runs.append(run)
         if finals:
             means[name] = float(np.mean(finals))
-            lines.append(f"| {name} | {mean_std(finals)} | {len(finals)} | {np.mean(upd):.2f} | {np.mean(walls):.0f} |")
+            lines.append(
+                f"| {name} | {H.mean_std(finals)} | {len(finals)} | {np.mean(upd):.2f} | {np.mean(walls):.0f} |"
+            )
     if len(means) > 1:
         vals = np.asarray(list(means.values()))
         lines += [
@@ -151,17 +121,17 @@ def summarize(task: str, names: list[str], seeds: list[int], out: Path, episodes
             "Spread of the variants' mean final return: (max - min) / mean = "
             f"{(vals.max() - vals.min()) / vals.mean():.2f}",
         ]
-    write_csv(
+    H.write_csv(
         out / "summary.csv", ["variant", "seed", "final_eval_return", "env_steps", "update_s_per_iter", "wall_s"], rows
     )
     if runs:
-        plot_curves(
+        H.plot_curves(
             runs,
             out / "curves.png",
             y="eval/return_mean",
             title=f"{task}: NCDPO fine-tuning vs K, mean ± std over seeds",
         )
-    return write_table(out / "table.md", lines)
+    return H.write_table(out / "table.md", lines)
 
 
 def main() -> None:
@@ -169,7 +139,7 @@ def main() -> None:
     ap.add_argument("--task", default="Hopper-v5")
     ap.add_argument("--ks", nargs="+", type=int, default=[5, 10, 20, 50])
     ap.add_argument("--ddim", action="store_true", help="also the K=20 policy with a 5-step DDIM sampler")
-    add_common_args(ap, steps=300_000, episodes=20, out="k_ablation")
+    H.add_common_args(ap, steps=300_000, episodes=20, out="k_ablation")
     a = ap.parse_args()
     out = Path(a.out) / a.task
     out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +151,7 @@ def main() -> None:
         # Longest runs first (update cost grows with K; DDIM-5 costs like K5), so the pool's tail is short.
         cost = {n: 5 if "ddim" in n else int(n[1:]) for n in names}
         jobs = sorted(((n, s) for s in a.seeds for n in names), key=lambda j: -cost[j[0]])
-        run_jobs(run_one, [(n, *v[n], s, a.steps, out) for n, s in jobs], a.jobs)
+        H.run_jobs(run_one, [(n, *v[n], s, a.steps, out) for n, s in jobs], a.jobs)
     print(summarize(a.task, names, a.seeds, out, a.episodes, a.eval_seed))
 
 

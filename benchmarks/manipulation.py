@@ -28,52 +28,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import (  # noqa: E402
-    EVAL_SEED,
-    NCDPO,
-    REPO,
-    add_common_args,
-    evaluate,
-    finished,
-    mean_std,
-    plot_curves,
-    raw_env_sps,
-    read_log,
-    run_cost,
-    run_jobs,
-    run_train,
-    seeds_on_disk,
-    write_csv,
-    write_table,
-)
+import _harness as H  # noqa: E402
 
-CONFIGS = {
-    "ncdpo": REPO / "configs" / "finetune_manipulation.yaml",
-    "dppo": REPO / "configs" / "dppo_manipulation.yaml",
-}
+CONFIGS = H.recipe_configs("manipulation")
 LEGACY_SEED = 424242  # the eval seed of results written before they recorded it
 
 
 def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
-    return run_train(
-        out / f"{task}__{algo}__s{seed}",
-        [
-            "--algo",
-            algo,
-            "--init",
-            f"shipped:{task}",
-            "--config",
-            str(CONFIGS[algo]),
-            "--seed",
-            str(seed),
-            "--total-env-steps",
-            str(steps),
-            "--progress",
-            "false",
-            "--keep-checkpoints",
-            "2",
-        ],
-    )
+    return H.run_finetune(out, task, algo, CONFIGS[algo], seed, steps, keep=2, threads=False)
 
 
 def summarize(
@@ -83,12 +45,12 @@ def summarize(
     root: Path,
     episodes: int,
     n_envs: int,
-    eval_seed: int = EVAL_SEED,
+    eval_seed: int = H.EVAL_SEED,
 ) -> str:
     from ncdpo.shipped import asset_dir
 
     def ev(target: str | Path, res: Path, sampled: bool) -> dict:
-        return evaluate(target, res, episodes, eval_seed, sampled, n_envs, legacy_seed=LEGACY_SEED)
+        return H.evaluate(target, res, episodes, eval_seed, sampled, n_envs, legacy_seed=LEGACY_SEED)
 
     algos = [*algos, *(a for a in CONFIGS if a not in algos)]  # every algorithm and seed on disk goes in the table
     for task in tasks:
@@ -100,13 +62,13 @@ def summarize(
         bc_smp = ev(f"shipped:{task}", out / "bc_eval_smp.json", True)["success_rate"]
         task_runs = []
         for algo in algos:
-            runs = [out / f"{task}__{algo}__s{s}" for s in seeds_on_disk(out, task, algos, seeds)]
-            runs = [r for r in runs if finished(r)]
+            runs = [out / f"{task}__{algo}__s{s}" for s in H.seeds_on_disk(out, task, algos, seeds)]
+            runs = [r for r in runs if H.finished(r)]
             if not runs:
                 continue
             det = [ev(r, r / "eval_det.json", False)["success_rate"] for r in runs]
             smp = [ev(r, r / "eval_smp.json", True)["success_rate"] for r in runs]
-            costs = [run_cost(read_log(r)) for r in runs]
+            costs = [H.run_cost(H.read_log(r)) for r in runs]
             for r, d, sm, c in zip(runs, det, smp, costs):
                 seed = int(r.name.rsplit("__s", 1)[1])
                 rows.append([task, algo, seed, d, sm, bc_det, bc_smp, c["env_steps"], c["wall_s"]])
@@ -114,11 +76,11 @@ def summarize(
             steps, walls = np.mean([c["env_steps"] for c in costs]), np.mean([c["wall_s"] for c in costs])
             lines.append(
                 f"| {task} | {100 * demo:.0f} | {100 * bc_det:.0f} | {100 * bc_smp:.0f} | {algo} | {int(steps)} | "
-                f"{len(runs)} | {mean_std(det, scale=100)} | {mean_std(smp, scale=100)} | {walls / 60:.0f} | "
+                f"{len(runs)} | {H.mean_std(det, scale=100)} | {H.mean_std(smp, scale=100)} | {walls / 60:.0f} | "
                 f"{steps / walls:.0f} |"
             )
         if task_runs:
-            plot_curves(
+            H.plot_curves(
                 task_runs,
                 out / f"curves_{task}.png",
                 y="charts/success_rate",
@@ -128,8 +90,8 @@ def summarize(
                 title=f"{task}: success of training episodes (sampled policy), mean ± std over seeds",
             )
         # each task keeps its own table, so a harness call for one task never drops another task's results
-        write_csv(out / "summary.csv", SUMMARY_HEADER, rows)
-        write_table(out / "table.md", [*table_header(episodes, eval_seed), *lines])
+        H.write_csv(out / "summary.csv", SUMMARY_HEADER, rows)
+        H.write_table(out / "table.md", [*table_header(episodes, eval_seed), *lines])
     return merge_tables(root, episodes, eval_seed)
 
 
@@ -146,7 +108,7 @@ SUMMARY_HEADER = [
 ]
 
 
-def table_header(episodes: int, eval_seed: int = EVAL_SEED) -> list[str]:
+def table_header(episodes: int, eval_seed: int = H.EVAL_SEED) -> list[str]:
     return [
         f"Success rate in % over {episodes} evaluation episodes (eval seed {eval_seed}); fine-tuned: mean ± std over "
         "seeds. det = deterministic policy (no exploration noise), smp = sampled policy.",
@@ -157,7 +119,7 @@ def table_header(episodes: int, eval_seed: int = EVAL_SEED) -> list[str]:
     ]
 
 
-def merge_tables(root: Path, episodes: int, eval_seed: int = EVAL_SEED) -> str:
+def merge_tables(root: Path, episodes: int, eval_seed: int = H.EVAL_SEED) -> str:
     """``root/summary.csv`` and ``root/table.md``: every task's own summary and table (lift, can, square, transport
     first)."""
     import csv
@@ -172,17 +134,17 @@ def merge_tables(root: Path, episodes: int, eval_seed: int = EVAL_SEED) -> str:
         with open(root / task / "summary.csv") as f:
             rows += list(csv.reader(f))[1:]
         lines += [ln for ln in (root / task / "table.md").read_text().splitlines() if ln.startswith(f"| {task} |")]
-    write_csv(root / "summary.csv", SUMMARY_HEADER, rows)
-    return write_table(root / "table.md", [*table_header(episodes, eval_seed), *lines])
+    H.write_csv(root / "summary.csv", SUMMARY_HEADER, rows)
+    return H.write_table(root / "table.md", [*table_header(episodes, eval_seed), *lines])
 
 
 def raw_throughput(task: str, n_envs: int, decisions: int, train_steps: int, root: Path) -> str:
     """Raw subprocess-vectorised env steps/s with random actions, then NCDPO training's env steps/s, one run."""
-    raw = raw_env_sps(task, n_envs, act_steps=4, decisions=decisions, vector="async")
+    raw = H.raw_env_sps(task, n_envs, act_steps=4, decisions=decisions, vector="async")
     run = root / task / "throughput_ncdpo"
     subprocess.check_call(
         [
-            *NCDPO,
+            *H.NCDPO,
             "train",
             "--init",
             f"shipped:{task}",
@@ -202,13 +164,13 @@ def raw_throughput(task: str, n_envs: int, decisions: int, train_steps: int, roo
         ],
         stdout=subprocess.DEVNULL,
     )
-    log = read_log(run)[1:]  # the first iteration includes starting the workers
+    log = H.read_log(run)[1:]  # the first iteration includes starting the workers
     steps = int(log[-1]["env_steps"]) - int(log[0]["env_steps"]) if len(log) > 1 else 0
     wall = float(log[-1]["wall_s"]) - float(log[0]["wall_s"])
     train = steps / wall if wall > 0 else float("nan")
-    c = run_cost(log)
+    c = H.run_cost(log)
     rollout, update = c["s_per_iteration"] - c["update_s"], c["update_s"]
-    write_csv(
+    H.write_csv(
         root / task / "throughput.csv",
         [
             "task",
@@ -237,7 +199,7 @@ def main() -> None:
         "--raw-throughput", action="store_true", help="only measure env steps/s (raw env vs training) on the first task"
     )
     # one run at a time by default: each run's 8 subprocess envs use every core
-    add_common_args(ap, steps=100_000, episodes=50, out="manipulation", jobs=1)
+    H.add_common_args(ap, steps=100_000, episodes=50, out="manipulation", jobs=1)
     args = ap.parse_args()
     root = Path(args.out)
     for task in args.tasks:
@@ -247,7 +209,7 @@ def main() -> None:
         return
     if not args.summarize:
         jobs = [(t, a, s, args.steps, root / t) for s in args.seeds for t in args.tasks for a in args.algos]
-        run_jobs(run_one, jobs, args.jobs)
+        H.run_jobs(run_one, jobs, args.jobs)
     print(summarize(args.tasks, args.algos, args.seeds, root, args.episodes, args.eval_envs, args.eval_seed))
 
 

@@ -24,22 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import (  # noqa: E402
-    EVAL_SEED,
-    add_common_args,
-    evaluate,
-    finished,
-    mean_std,
-    plot_curves,
-    raw_env_sps,
-    read_log,
-    run_jobs,
-    run_train,
-    seeds_on_disk,
-    value_at,
-    write_csv,
-    write_table,
-)
+import _harness as H  # noqa: E402
 
 LEGACY_SEED = 777  # the eval seed of the tables in RESULTS section 7 (results written before they recorded it)
 COMMON = ["--torch-threads", "1", "--save-every", "10", "--keep-checkpoints", "1", "--progress", "false"]
@@ -77,7 +62,7 @@ def run_dir(out: Path, task: str, algo: str, seed: int) -> Path:
 
 def run_one(task: str, algo: str, seed: int, steps: int, out: Path) -> str:
     name, extra = VARIANTS[algo]
-    return run_train(
+    return H.run_train(
         run_dir(out, task, algo, seed),
         ["--algo", name, "--env", task, "--seed", str(seed), "--total-env-steps", str(steps), *COMMON, *extra],
     )
@@ -90,29 +75,29 @@ def summarize(
     steps: int,
     out: Path,
     episodes: int,
-    eval_seed: int = EVAL_SEED,
+    eval_seed: int = H.EVAL_SEED,
 ) -> str:
     marks = sorted({steps // 4, steps // 2, 3 * steps // 4, steps})
     lines: list[str] = []
     # the table covers every variant and seed on disk, so summarising a new variant keeps the earlier ones
     algos = [*algos, *(v for v in VARIANTS if v not in algos)]
     for task in tasks:
-        task_seeds = seeds_on_disk(out / task, task, algos, seeds)
+        task_seeds = H.seeds_on_disk(out / task, task, algos, seeds)
         table: dict[str, list[list[float]]] = {}
         rows = []
         has_success = False
         for algo in algos:
             for seed in task_seeds:
                 run = run_dir(out, task, algo, seed)
-                if not finished(run):
+                if not H.finished(run):
                     continue
-                log = read_log(run)
-                det = evaluate(run, run / "eval.json", episodes, eval_seed, legacy_seed=LEGACY_SEED)
-                smp = evaluate(run, run / "eval_sampled.json", episodes, eval_seed, True, legacy_seed=LEGACY_SEED)
+                log = H.read_log(run)
+                det = H.evaluate(run, run / "eval.json", episodes, eval_seed, legacy_seed=LEGACY_SEED)
+                smp = H.evaluate(run, run / "eval_sampled.json", episodes, eval_seed, True, legacy_seed=LEGACY_SEED)
                 for res in (det, smp):  # (no success rate: null in the JSON)
                     res["success_rate"] = math.nan if res.get("success_rate") is None else float(res["success_rate"])
                 has_success = has_success or not math.isnan(det["success_rate"])
-                vals = [value_at(log, m, "charts/episodic_return") for m in marks]
+                vals = [H.value_at(log, m, "charts/episodic_return") for m in marks]
                 sps = float(np.mean([float(r["charts/SPS"]) for r in log]))
                 rec = [
                     *vals,
@@ -141,9 +126,9 @@ def summarize(
         ]
         for algo, recs in table.items():
             a = np.asarray(recs, np.float64)
-            cells = [mean_std(a[:, i], 2) for i in range(len(marks) + 2)]
+            cells = [H.mean_std(a[:, i], 2) for i in range(len(marks) + 2)]
             if has_success:
-                cells += [mean_std(a[:, i], 0, 100, "%") for i in (len(marks) + 2, len(marks) + 3)]
+                cells += [H.mean_std(a[:, i], 0, 100, "%") for i in (len(marks) + 2, len(marks) + 3)]
             cells += [f"{a[:, -2].mean():.0f}", f"{a[:, -1].mean():.0f}"]
             task_lines.append(f"| {algo} | {len(recs)} | " + " | ".join(cells) + " |")
         task_lines.append("")
@@ -157,9 +142,9 @@ def summarize(
         if not runs:
             continue
         title = f"{task}: NCDPO vs MLP+MAPPO, mean ± std over seeds"
-        plot_curves(runs, out / task / "curves.png", smooth=5, title=title)
+        H.plot_curves(runs, out / task / "curves.png", smooth=5, title=title)
         if has_success:
-            plot_curves(
+            H.plot_curves(
                 runs,
                 out / task / "win_rate.png",
                 y="charts/success_rate",
@@ -167,7 +152,7 @@ def summarize(
                 title=f"{task}: win rate of training episodes",
             )
         # each task has its own table, so harness calls for different tasks never overwrite each other's
-        write_csv(
+        H.write_csv(
             out / task / "summary.csv",
             [
                 "task",
@@ -183,7 +168,7 @@ def summarize(
             ],
             rows,
         )
-        write_table(out / task / "table.md", task_lines)
+        H.write_table(out / task / "table.md", task_lines)
     return "\n".join(lines) + "\n"
 
 
@@ -192,7 +177,7 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=["simple_spread"])
     ap.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], choices=sorted(VARIANTS))
     ap.add_argument("--raw-throughput", action="store_true", help="only measure the raw env's env steps/s")
-    add_common_args(ap, steps=500_000, episodes=50, out="multiagent")
+    H.add_common_args(ap, steps=500_000, episodes=50, out="multiagent")
     a = ap.parse_args()
     out = Path(a.out)
     if a.raw_throughput:
@@ -200,11 +185,11 @@ def main() -> None:
 
         for task in a.tasks:
             n = int(task_preset(task).get("env.n_envs", 16))
-            sps = raw_env_sps(task, n, seconds=20.0, warmup=10)
+            sps = H.raw_env_sps(task, n, seconds=20.0, warmup=10)
             print(f"{task}: raw vector env ({n} envs, random actions, 20 s): {sps:.0f} env steps/s", flush=True)
         return
     if not a.summarize:
-        run_jobs(run_one, [(t, al, s, a.steps, out) for t in a.tasks for s in a.seeds for al in a.algos], a.jobs)
+        H.run_jobs(run_one, [(t, al, s, a.steps, out) for t in a.tasks for s in a.seeds for al in a.algos], a.jobs)
     print(summarize(a.tasks, a.algos, a.seeds, a.steps, out, a.episodes, a.eval_seed))
 
 

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from ncdpo.algos import load_agent  # noqa: E402
 from ncdpo.envs.registry import action_mask, make_vec_env  # noqa: E402
 from ncdpo.policies.categorical import categorical_entropy  # noqa: E402
+from ncdpo.training.evaluation import decide  # noqa: E402
 
 
 def collect_states(
@@ -44,13 +45,11 @@ def collect_states(
         rows, masks = [], []
         while sum(len(r) for r in rows) < n_states:
             mask = action_mask(info, len(obs))
-            obs_t = torch.as_tensor(obs_norm(obs), dtype=torch.float32)
-            mask_t = None if mask is None else torch.as_tensor(mask)
-            rows.append(obs_t)
-            if mask_t is not None:
-                masks.append(mask_t)
+            rows.append(torch.as_tensor(obs_norm(obs), dtype=torch.float32))
+            if mask is not None:
+                masks.append(torch.as_tensor(mask))
             with torch.no_grad():
-                out = agent.act(obs_t, False) if mask_t is None else agent.act(obs_t, False, mask=mask_t)
+                out = decide(agent, obs_norm, obs, False, mask)
             obs, _, _, _, info = envs.step(out.action.cpu().numpy())
     finally:
         envs.close()

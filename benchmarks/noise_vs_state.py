@@ -13,6 +13,7 @@ import torch
 
 from ncdpo.algos import load_agent
 from ncdpo.envs.registry import make_vec_env
+from ncdpo.training.evaluation import run_episodes
 
 
 def main() -> None:
@@ -23,15 +24,9 @@ def main() -> None:
     res = np.zeros((len(seeds), R))
     for k in range(R):
         torch.manual_seed(k)
-        obs, info = envs.reset(seed=seeds)
-        got = np.full(len(seeds), np.nan)
-        while np.isnan(got).any():
-            out = agent.act(torch.as_tensor(norm(obs)), True)
-            obs, r, term, trunc, info = envs.step(out.action.numpy())
-            for i in np.nonzero(term | trunc)[0]:
-                if np.isnan(got[i]):
-                    got[i] = float(term[i])
-        res[:, k] = got
+        with torch.no_grad():
+            r = run_episodes(agent, norm, envs, len(seeds), True, seeds)  # one episode per initial state
+        res[r["rows"], k] = r["successes"]  # Lift: success ends the episode
     envs.close()
     print(sys.argv[1])
     print(res.astype(int))

@@ -19,36 +19,17 @@ Writes ``benchmarks/results/throughput.csv`` and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ncdpo.checkpoint import AtomicText
-
-ROOT = Path(__file__).resolve().parent
-
-
-def raw_env_sps(env_id: str, n_envs: int, act_steps: int, decisions: int) -> float:
-    from ncdpo.envs.registry import done_values, make_vec_env
-
-    envs = make_vec_env(env_id, n_envs, act_steps)
-    envs.reset(seed=0)
-    rng = np.random.default_rng(0)
-    steps, t0 = 0, time.perf_counter()
-    for _ in range(decisions):
-        a = rng.uniform(-1, 1, (n_envs, act_steps, envs.single_action_space.shape[-1])).astype(np.float32)
-        _, _, term, trunc, info = envs.step(a)
-        steps += int(done_values(info, "env_steps", term | trunc).sum())
-    dt = time.perf_counter() - t0
-    envs.close()
-    return steps / dt
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as H  # noqa: E402
 
 
 def train_sps(
@@ -84,12 +65,12 @@ def train_sps(
             "false",
             "--tensorboard",
             "false",
+            "--diffusion.prediction",
+            "epsilon",  # what these figures were measured with (from scratch the default is now x0; same cost)
             *extra,
         ]
         args, rest = build_parser().parse_known_args(argv)
-        run = train(resolve_train_config(args, rest))
-        with open(run / "progress.csv") as f:
-            rows = list(csv.DictReader(f))
+        rows = H.read_log(train(resolve_train_config(args, rest)))
     steps = int(rows[-1]["env_steps"]) - int(rows[0]["env_steps"])  # iterations 2..N (1 warms up)
     ro = [float(r["perf/rollout_s"]) for r in rows[1:]]
     up = [float(r["perf/update_s"]) for r in rows[1:]]
@@ -141,7 +122,7 @@ def main() -> None:
     )
     ap.add_argument("--algos-only", action="store_true", help="only the NCDPO vs DPPO comparison (5.)")
     args = ap.parse_args()
-    args.out = args.out or str(ROOT / "results" / ("throughput_algos.csv" if args.algos_only else "throughput.csv"))
+    args.out = args.out or str(H.ROOT / "results" / ("throughput_algos.csv" if args.algos_only else "throughput.csv"))
     torch.manual_seed(0)
     rows: list[tuple[str, str, float]] = []
     threads = torch.get_num_threads()
@@ -155,7 +136,7 @@ def main() -> None:
             (tag, "s_per_env_step", 1.0 / sps),
         ]
     for horizon, act in () if args.algos_only else ((1, 1), (4, 4)):
-        raw = raw_env_sps(args.env, 16, act, 1024 // act)
+        raw = H.raw_env_sps(args.env, 16, act, decisions=1024 // act, warmup=0)
         sps, ro, up = train_sps(args.env, horizon, act, args.iters, [])
         _, _, up_ck = train_sps(args.env, horizon, act, 3, ["--diffusion.grad-checkpoint", "true"])
         tag = f"horizon={horizon},act_steps={act}"
@@ -175,10 +156,7 @@ def main() -> None:
                 (f"K={K},grad_checkpoint={ck}", "one_epoch_update_s", m["update_s"]),
             ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with AtomicText(args.out) as f:
-        w = csv.writer(f)
-        w.writerow(["setting", "metric", "value"])
-        w.writerows(rows)
+    H.write_csv(Path(args.out), ["setting", "metric", "value"], rows)
     print(f"{args.env}, 16 envs, torch threads {threads}, maxrss unit KiB->MiB; batch 2048 decisions")
     print("| setting | metric | value |\n|---|---|---|")
     for s, k, v in rows:

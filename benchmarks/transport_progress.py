@@ -41,6 +41,7 @@ def main() -> None:
     from ncdpo.algos import load_agent
     from ncdpo.checkpoint import atomic_write_text
     from ncdpo.envs.registry import make_vec_env
+    from ncdpo.training.evaluation import decide
 
     torch.set_num_threads(1)  # one env: more threads only spin on a shared machine
     torch.manual_seed(a.seed)
@@ -58,7 +59,7 @@ def main() -> None:
         )
         while True:
             with torch.no_grad():
-                out = agent.act(torch.as_tensor(obs_norm(obs)), not a.sampled)
+                out = decide(agent, obs_norm, obs, not a.sampled)
             obs, _, term, trunc, _ = envs.step(out.action.numpy())
             o = inner.last_raw_obs
             lid, pay = o["lid_handle_pos"], o["payload_pos"]

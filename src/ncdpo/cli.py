@@ -378,6 +378,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in res.items()}
         clean["successes"] = [None if x != x else x for x in res["successes"]]
+        clean.pop("rows")
         payload = {
             "checkpoint": str(ck.path),
             "env_id": cfg.env.id,

@@ -85,7 +85,7 @@ def collect(
     n_envs = max(1, min(n_envs, episodes) if episodes else n_envs)
     envs = [make_env(cfg.env.id, 1, cfg.env.max_episode_steps) for _ in range(n_envs)]
     to_env = envs[0].to_env_action
-    low, high = envs[0]._low.astype(np.float32), envs[0]._high.astype(np.float32)
+    low, high = envs[0].action_low.astype(np.float32), envs[0].action_high.astype(np.float32)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])

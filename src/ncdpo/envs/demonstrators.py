@@ -206,7 +206,7 @@ def run_episode(
     env.reset(seed=seed)
     demo = Demonstrator(env, np.random.default_rng(seed), noise, offset, mistake, skill)
     obs_l, act_l, rew_l = [], [], []
-    obs = env._flat(env.last_raw_obs)
+    obs = env.flatten_obs(env.last_raw_obs)
     while True:
         a = demo.act()
         obs_l.append(obs)

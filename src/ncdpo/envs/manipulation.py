@@ -136,7 +136,8 @@ class RobosuiteEnv(gym.Env):
         self.last_raw_obs: dict[str, np.ndarray] = obs
 
     # -------------------------------------------------------------------------------------------- API
-    def _flat(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+    def flatten_obs(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Keep ``obs`` as the latest raw observation and flatten it in :attr:`obs_layout` order."""
         self.last_raw_obs = obs
         return np.concatenate([np.asarray(obs[name], np.float32).reshape(-1) for name, _ in self.obs_layout])
 
@@ -145,7 +146,7 @@ class RobosuiteEnv(gym.Env):
         if seed is not None:  # robosuite's placement samplers and robot init noise share this one generator
             self.env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
         self.t = 0
-        return self._flat(self.env.reset()), {"is_success": False}
+        return self.flatten_obs(self.env.reset()), {"is_success": False}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         obs, r, _, _ = self.env.step(np.asarray(action, np.float64))
@@ -156,7 +157,7 @@ class RobosuiteEnv(gym.Env):
             reward = 1.0 if success else 0.0
         else:
             reward = float(r) + (float(self.horizon - self.t) if success else 0.0)
-        return self._flat(obs), reward, success, truncated, {"is_success": success}
+        return self.flatten_obs(obs), reward, success, truncated, {"is_success": success}
 
     def close(self) -> None:
         env = getattr(self, "env", None)

@@ -34,6 +34,16 @@ class ActionChunk(gym.Wrapper):
         self._high = box.high.astype(np.float64)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (act_steps, *box.shape), np.float32)
 
+    @property
+    def action_low(self) -> np.ndarray:
+        """The inner env's lower action bounds (what -1 maps onto), float64."""
+        return self._low
+
+    @property
+    def action_high(self) -> np.ndarray:
+        """The inner env's upper action bounds (what +1 maps onto), float64."""
+        return self._high
+
     def to_env_action(self, a: np.ndarray) -> np.ndarray:
         """One normalised action of the chunk in the inner env's units and dtype."""
         return to_bounds(a, self._low, self._high).astype(self.env.action_space.dtype)

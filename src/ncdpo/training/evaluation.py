@@ -68,9 +68,10 @@ def evaluate(
 
 
 def run_episodes(
-    agent: Agent, obs_norm: ObsNormalizer, envs: Any, n_episodes: int, deterministic: bool, seed: int
+    agent: Agent, obs_norm: ObsNormalizer, envs: Any, n_episodes: int, deterministic: bool, seed: int | list[int]
 ) -> dict[str, Any]:
-    """Step ``envs`` (reset with ``seed``) until each env row has finished its quota of the ``n_episodes``."""
+    """Step ``envs`` (reset with ``seed``, or one seed per env) until each env row has finished its quota of the
+    ``n_episodes``; ``rows`` in the result is the env row each recorded episode ran in."""
     n_rows = envs.num_envs
     M = getattr(envs, "n_agents", 1)  # a multi-agent env's episodes are reported on agent 0's row of each copy
     n_envs = n_rows // M
@@ -79,6 +80,7 @@ def run_episodes(
     returns: list[float] = []
     lengths: list[int] = []
     successes: list[float] = []
+    rows: list[int] = []
     got = np.zeros(n_rows, np.int64)
     obs, info = envs.reset(seed=seed)
     while (got < quota).any():
@@ -92,6 +94,7 @@ def run_episodes(
                 returns.append(float(ep["r"][i]))
                 lengths.append(int(ep["l"][i]))
                 successes.append(float(succ[i]))
+                rows.append(int(i))
                 got[i] += 1
     known = [x for x in successes if not math.isnan(x)]
     return {
@@ -102,6 +105,7 @@ def run_episodes(
         "success_rate": float(np.mean(known)) if known else math.nan,
         "returns": returns,
         "successes": successes,
+        "rows": rows,
     }
 
 

@@ -187,7 +187,7 @@ class Trainer(RunSkeleton):
         """The env's continuous action bounds (what [-1, 1] maps onto), saved for :func:`ncdpo.load_policy`."""
         if self.spec.discrete:
             return {}
-        low, high = self.envs.get_attr("_low")[0], self.envs.get_attr("_high")[0]
+        low, high = self.envs.get_attr("action_low")[0], self.envs.get_attr("action_high")[0]
         return {"action_bounds": [np.asarray(low).tolist(), np.asarray(high).tolist()]}
 
     def _param_groups(self) -> list[dict[str, Any]]:
