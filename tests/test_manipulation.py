@@ -12,12 +12,7 @@ from ncdpo.envs.manipulation import robosuite_available
 
 pytestmark = pytest.mark.skipif(not robosuite_available(), reason="robosuite is not installed")
 
-LAYOUTS = {
-    "lift": (19, 7, 10),
-    "can": (23, 7, 14),
-    "square": (23, 7, 14),
-    "transport": (59, 14, 41),
-}
+LAYOUTS = {"lift": (19, 7, 10), "can": (23, 7, 14), "square": (23, 7, 14), "transport": (59, 14, 41)}
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Command-line interface: ``ncdpo train | pretrain | collect | demos | eval | export | plot | tasks``.
+"""Command-line interface: ``ncdpo train | pretrain | collect | demos | eval | export | plot | tasks``: the parser
+and the dispatch (each command's work is in :mod:`ncdpo.commands`).
 
 Every :class:`~ncdpo.config.TrainConfig` field is a ``train`` option (``--ppo.clip-coef 0.1``); ``--env``
 and ``--algo`` are the common short forms. User mistakes print one line, ``ncdpo: error: ...``, and exit 2;
@@ -9,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import sys
 import typing
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ncdpo.config import ABLATION_FIELDS, FIELD_ALIASES, SECTION_ALIASES, TrainConfig, flat_fields, validate
 from ncdpo.errors import NcdpoError
-from ncdpo.training.resolve import PRETRAIN_RESUME_OVERRIDABLE, RESUME_OVERRIDABLE, resolve_config, resume_overrides
+from ncdpo.training.resolve import PRETRAIN_RESUME_OVERRIDABLE, RESUME_OVERRIDABLE, resolve_config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,6 +78,20 @@ def _old_names(key: str) -> list[str]:
     return old + [o for o, new in FIELD_ALIASES.items() if new == key]
 
 
+def _add_run_options(p: argparse.ArgumentParser, what: str, resumable: Sequence[str]) -> None:
+    """``--config``, ``--print-config``, ``--resume`` (naming the fields it accepts) and ``--debug``."""
+    p.add_argument("--config", metavar="FILE", help="JSON/YAML file of config values (nested or dotted keys)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    allowed = ", ".join(f"--{k.replace('_', '-')}" for k in resumable)
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help=f"continue {what} from its newest checkpoint (config, weights, "
+        f"optimiser, normalisers, RNG and env states); only {allowed} may be given with it",
+    )
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+
+
 def build_parser() -> _Parser:
     parser = _Parser(
         prog="ncdpo", description="Fine-tune diffusion policies with NCDPO (PPO through every denoising step)."
@@ -92,17 +105,7 @@ def build_parser() -> _Parser:
         usage="ncdpo train [--env ID] [--algo ALGO] [--init CHECKPOINT] [--config FILE] "
         "[--SECTION.FIELD VALUE ...] | --resume RUN_DIR",
     )
-    tr.add_argument("--config", metavar="FILE", help="JSON/YAML file of config values (nested or dotted keys)")
-    tr.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
-    tr.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="continue a run from its newest checkpoint (config, weights, "
-        "optimiser, normalisers, RNG and env states); only "
-        + ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_OVERRIDABLE)
-        + " may be given with it",
-    )
-    tr.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+    _add_run_options(tr, "a run", RESUME_OVERRIDABLE)
     _add_config_options(tr)
 
     pt = sub.add_parser(
@@ -110,16 +113,7 @@ def build_parser() -> _Parser:
         help="behaviour-clone a diffusion policy on a dataset",
         usage="ncdpo pretrain --dataset FILE [--env ID] [--config FILE] [--SECTION.FIELD VALUE ...] | --resume RUN_DIR",
     )
-    pt.add_argument("--config", metavar="FILE", help="JSON/YAML file of config values (nested or dotted keys)")
-    pt.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
-    pt.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="continue a pretrain run from its newest checkpoint; only "
-        + ", ".join(f"--{k.replace('_', '-')}" for k in PRETRAIN_RESUME_OVERRIDABLE)
-        + " may be given with it",
-    )
-    pt.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+    _add_run_options(pt, "a pretrain run", PRETRAIN_RESUME_OVERRIDABLE)
     _add_config_options(pt)
     pt.add_argument(
         "--dataset",
@@ -232,200 +226,6 @@ def resolve_train_config(args: argparse.Namespace, extra: Sequence[str] = (), co
     return resolve_config(cli, args.config, command)
 
 
-def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from ncdpo.config import to_dict
-    from ncdpo.training.trainer import Trainer
-
-    if args.resume:
-        trainer = Trainer.resume(args.resume, _resume_overrides(args, extra, RESUME_OVERRIDABLE))
-        print(
-            f"resuming {trainer.run_dir} from {trainer.resumed_from} (iteration {trainer.iteration}, "
-            f"{trainer.env_steps} env steps)",
-            flush=True,
-        )
-        return _run_trainer(trainer)
-    cfg = resolve_train_config(args, extra)
-    if args.print_config:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    return _run_trainer(Trainer(cfg))
-
-
-def _run_trainer(trainer: Any) -> int:
-    """Run; 128 + signal number when SIGINT/SIGTERM stopped it (after writing a checkpoint), else 0."""
-    run_dir = trainer.run()
-    if trainer.stop_signal:
-        return 128 + trainer.stop_signal
-    print(f"run finished: {run_dir} (checkpoint {run_dir / 'checkpoints' / 'final.safetensors'})")
-    return 0
-
-
-def _resume_overrides(args: argparse.Namespace, extra: Sequence[str], allowed: Sequence[str]) -> dict[str, Any]:
-    """The config options given with ``--resume`` (only ``allowed`` ones may be)."""
-    if extra:
-        raise NcdpoError(f"unknown option {extra[0]}")
-    return resume_overrides(vars(args), allowed, args.config)
-
-
-def cmd_pretrain(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from ncdpo.config import to_dict
-    from ncdpo.training.bc import pretrain, resume_pretrain
-
-    if args.resume:
-        return resume_pretrain(args.resume, _resume_overrides(args, extra, PRETRAIN_RESUME_OVERRIDABLE))[1]
-    cfg = resolve_train_config(args, extra, command="pretrain")
-    if args.print_config:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    return pretrain(cfg)[1]
-
-
-def _dataset_out(args: argparse.Namespace) -> Path:
-    """The ``--out`` dataset path of ``collect`` / ``demos``, checked before any work is done."""
-    out = Path(args.out)
-    if out.suffix not in (".hdf5", ".h5"):
-        raise NcdpoError(f"--out must end in .hdf5 or .h5 (got {out.name})")
-    if out.exists() and not args.overwrite:
-        raise NcdpoError(f"{out} already exists; pass --overwrite to replace it")
-    return out
-
-
-def cmd_collect(args: argparse.Namespace) -> int:
-    from ncdpo.data.collect import collect
-
-    out = _dataset_out(args)
-    if args.n_envs < 1:
-        raise NcdpoError(f"--n-envs must be >= 1 (got {args.n_envs})")
-    if args.episodes < 0 or args.transitions < 0:
-        raise NcdpoError("--episodes and --transitions must be >= 0")
-    ds = collect(
-        args.path, args.episodes, args.transitions, args.action_noise, args.deterministic, args.seed, args.n_envs
-    )
-    ds.save(out)
-    st = ds.stats()
-    print(
-        f"wrote {out}: {ds.env_id}, {st['episodes']} episodes, {st['transitions']} transitions, "
-        f"return {st['return_mean']:.1f} ± {st['return_std']:.1f} (min {st['return_min']:.1f}, max "
-        f"{st['return_max']:.1f}); "
-        f"{st['complete_episodes']} complete episodes: {st['complete_return_mean']:.1f} ± "
-        f"{st['complete_return_std']:.1f}"
-    )
-    return 0
-
-
-def cmd_demos(args: argparse.Namespace) -> int:
-    from ncdpo.envs.demonstrators import collect_demos
-
-    out = _dataset_out(args)
-    if args.workers < 1:
-        raise NcdpoError(f"--workers must be >= 1 (got {args.workers})")
-    ds = collect_demos(
-        args.task, args.episodes, args.noise, args.offset, args.seed, args.workers, args.skill, args.mistake
-    )
-    ds.save(out)
-    m = ds.meta
-    by_skill = {}
-    for sk, ok in zip(m["skills"], m["successes"]):
-        by_skill.setdefault(sk, []).append(ok)
-    detail = ", ".join(f"{sk} {sum(v)}/{len(v)}" for sk, v in sorted(by_skill.items()))
-    print(
-        f"wrote {out}: {args.task}, {len(ds.episodes)} episodes, {ds.n_transitions} transitions, "
-        f"success rate {m['success_rate']:.2f} ({detail})"
-    )
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from ncdpo.algos import load_agent
-    from ncdpo.checkpoint import atomic_write_bytes
-    from ncdpo.training.evaluation import evaluate
-
-    if args.episodes < 1:
-        raise NcdpoError(f"--episodes must be >= 1 (got {args.episodes})")
-    agent, obs_norm, ck = load_agent(args.path, args.device)
-    cfg = ck.config
-    if args.chain_noise_scale is not None:
-        if cfg.algo != "ncdpo":
-            raise NcdpoError(
-                f"--chain-noise-scale applies to NCDPO checkpoints only ({ck.path} holds a {cfg.algo} policy)"
-            )
-        if not args.chain_noise_scale >= 0:
-            raise NcdpoError(f"--chain-noise-scale must be >= 0 (got {args.chain_noise_scale})")
-        agent.policy.cfg.chain_noise_scale = args.chain_noise_scale  # the policy's config is cfg.diffusion
-    deterministic = not args.sampled
-    if args.n_envs < 1:
-        raise NcdpoError(f"--n-envs must be >= 1 (got {args.n_envs})")
-    res = evaluate(
-        agent,
-        obs_norm,
-        cfg.env.id,
-        args.episodes,
-        cfg.act_steps,
-        deterministic,
-        args.seed,
-        cfg.env.max_episode_steps,
-        max_envs=args.n_envs,
-        vector=cfg.env.vector,
-    )
-    mode = "deterministic" if deterministic else "sampled"
-    print(
-        f"{cfg.env.id} {cfg.algo} ({ck.path}, {ck.meta.get('env_steps', '?')} env steps): "
-        f"return {res['return_mean']:.1f} ± {res['return_std']:.1f} over {args.episodes} episodes ({mode}), "
-        f"mean length {res['length_mean']:.0f}"
-        + (f", chain noise x {args.chain_noise_scale:g}" if args.chain_noise_scale is not None else "")
-        + (f", success rate {res['success_rate']:.2f}" if res["success_rate"] == res["success_rate"] else "")
-    )
-    if args.json:
-        clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in res.items()}
-        clean["successes"] = [None if x != x else x for x in res["successes"]]
-        clean.pop("rows")
-        payload = {
-            "checkpoint": str(ck.path),
-            "env_id": cfg.env.id,
-            "algo": cfg.algo,
-            "mode": mode,
-            "seed": args.seed,
-            "episodes": args.episodes,
-            "chain_noise_scale": cfg.diffusion.chain_noise_scale if cfg.algo == "ncdpo" else None,
-            **clean,
-        }
-        atomic_write_bytes(args.json, json.dumps(payload, indent=2).encode())
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ncdpo.checkpoint import export_policy, resolve_checkpoint
-
-    src, out = resolve_checkpoint(args.path), Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise NcdpoError(f"{out} exists; pass --overwrite to replace it")
-    export_policy(src, out)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB, from {src}, {src.stat().st_size / 2**20:.2f} MiB)")
-    return 0
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    from ncdpo.plotting import plot_runs
-
-    out = plot_runs(args.runs, args.out, args.x, args.y, group=not args.no_group, smooth_window=args.smooth)
-    print(f"wrote {out}")
-    return 0
-
-
-def cmd_tasks() -> int:
-    from ncdpo.envs.registry import TASKS
-    from ncdpo.shipped import available
-
-    for t in TASKS.values():
-        preset = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in t.preset.items())
-        print(f"{t.id:16s} {t.description}\n{'':16s} preset: {preset or '(none)'}")
-        if t.id in available():
-            print(f"{'':16s} shipped: shipped:{t.id} (behaviour-cloned diffusion policy; medium dataset)")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -437,21 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if extra and args.command not in ("train", "pretrain"):
             raise NcdpoError(f"unknown argument {extra[0]} for ncdpo {args.command} (see ncdpo {args.command} --help)")
-        if args.command == "train":
-            return cmd_train(args, extra)
-        if args.command == "pretrain":
-            return cmd_pretrain(args, extra)
-        if args.command == "collect":
-            return cmd_collect(args)
-        if args.command == "eval":
-            return cmd_eval(args)
-        if args.command == "demos":
-            return cmd_demos(args)
-        if args.command == "plot":
-            return cmd_plot(args)
-        if args.command == "export":
-            return cmd_export(args)
-        return cmd_tasks()
+        from ncdpo import commands
+
+        if args.command in ("train", "pretrain"):
+            return getattr(commands, f"cmd_{args.command}")(args, extra)
+        return getattr(commands, f"cmd_{args.command}")(args)
     except NcdpoError as e:
         if debug:
             raise

@@ -78,7 +78,7 @@ _MANIPULATION_RECIPES = {
         "ppo.critic_warmup_iters": 3,
         "ppo.minibatch_size": 128,
         "diffusion.sigma_exp_start": 0.1,
-    },
+    }
 }
 for _id, _desc in [
     ("lift", "robosuite Lift, Panda, OSC_POSE 20 Hz: 19-D obs, 7-D action, success ends the episode, 300 steps"),

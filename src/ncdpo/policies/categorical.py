@@ -19,6 +19,11 @@ from ncdpo.config import DiffusionConfig, MLPConfig
 from ncdpo.policies.common import mlp
 from ncdpo.policies.diffusion import DiffusionPolicy
 
+Tensor = torch.Tensor
+Mask = torch.Tensor | None
+"""Legal-action mask (B, n_actions), true where an action may be taken; None: all are legal."""
+Gen = torch.Generator | None
+
 MASKED_LOGIT = -1e9
 
 
@@ -69,12 +74,8 @@ class CategoricalPolicy(nn.Module):
 
     @torch.no_grad()
     def act(
-        self,
-        obs: torch.Tensor,
-        deterministic: bool = False,
-        mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, obs: Tensor, deterministic: bool = False, mask: Mask = None, generator: Gen = None
+    ) -> tuple[Tensor, Tensor]:
         """Returns ``(action (B,), log-prob (B,))``."""
         lg = self.logits(obs, mask)
         a = sample_categorical(lg, deterministic, generator)
@@ -108,12 +109,8 @@ class DiscreteDiffusionPolicy(DiffusionPolicy):
 
     @torch.no_grad()
     def act(  # type: ignore[override]
-        self,
-        obs: torch.Tensor,
-        deterministic: bool = False,
-        generator: torch.Generator | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, obs: Tensor, deterministic: bool = False, generator: Gen = None, mask: Mask = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Returns ``(action (B,), noise xi, log-prob (B,), logits (B, n_actions))``."""
         noise = self.sample_noise(obs.shape[0], generator)
         lg = self.logits(obs, noise, mask)

@@ -30,6 +30,8 @@ from ncdpo.errors import NcdpoError
 from ncdpo.policies.common import ACTIVATIONS
 
 LOG_2PI = math.log(2 * math.pi)
+Tensor = torch.Tensor
+Gen = torch.Generator | None
 
 
 def cosine_beta_schedule(K: int, s: float = 0.008) -> np.ndarray:
@@ -234,12 +236,8 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def act(
-        self,
-        obs: torch.Tensor,
-        deterministic: bool = False,
-        generator: torch.Generator | None = None,
-        return_mean: bool = False,
-    ) -> tuple[torch.Tensor, ...]:
+        self, obs: Tensor, deterministic: bool = False, generator: Gen = None, return_mean: bool = False
+    ) -> tuple[Tensor, ...]:
         """Sample executed actions. Returns ``(action (B, act_steps, A), noise xi, log-prob (B,))``, plus the
         chain mean ``m_theta(s, xi)`` of the executed actions if ``return_mean``."""
         noise = self.sample_noise(obs.shape[0], generator)

@@ -27,7 +27,6 @@ from ncdpo.errors import NcdpoError
 from ncdpo.logger import Logger
 from ncdpo.policies.common import ObsNormalizer
 from ncdpo.state import pack, rng_state, set_rng_state, unpack
-from ncdpo.training.evaluation import eval_metrics, evaluate
 from ncdpo.training.run import RunSkeleton, resume_point
 
 
@@ -239,21 +238,9 @@ class BCTrainer(RunSkeleton):
 
     def evaluate(self) -> dict[str, float]:
         """The EMA policy's ``eval/*`` metrics (training's RNG is left alone)."""
-        cfg = self.cfg
         self.eval_agent.policy.load_state_dict(self.ema.state_dict())
         with torch.random.fork_rng(devices=[]):
-            r = evaluate(
-                self.eval_agent,
-                self.obs_norm,
-                cfg.env.id,
-                cfg.eval_episodes,
-                cfg.act_steps,
-                cfg.eval_deterministic,
-                seed=cfg.seed + 100_000,
-                max_episode_steps=cfg.env.max_episode_steps,
-                vector=cfg.env.vector,
-            )
-        self.last_eval = eval_metrics(r)
+            self.last_eval = self.evaluate_policy(self.eval_agent, self.obs_norm)
         self.n_evals += 1
         return self.last_eval
 

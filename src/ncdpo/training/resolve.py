@@ -27,8 +27,7 @@ from ncdpo.config import (
 from ncdpo.errors import NcdpoError
 
 # Fields that may change when a run is resumed: they do not alter what the run has computed so far.
-RESUME_OVERRIDABLE = (
-    "total_env_steps",
+_RUN_ONLY = (
     "progress",
     "eval_every",
     "eval_episodes",
@@ -37,16 +36,8 @@ RESUME_OVERRIDABLE = (
     "tensorboard",
     "torch_threads",
 )
-PRETRAIN_RESUME_OVERRIDABLE = (
-    "pretrain.steps",
-    "progress",
-    "eval_every",
-    "eval_episodes",
-    "save_every",
-    "keep_checkpoints",
-    "tensorboard",
-    "torch_threads",
-)
+RESUME_OVERRIDABLE = ("total_env_steps", *_RUN_ONLY)
+PRETRAIN_RESUME_OVERRIDABLE = ("pretrain.steps", *_RUN_ONLY)
 
 # The measured recipe of each (algo, regime), on top of the dataclass defaults (benchmarks/RESULTS.md):
 # - from scratch, NCDPO: x0 prediction. A random epsilon-predicting chain passes its noise through to the action;

@@ -203,3 +203,23 @@ class RunSkeleton:
 
     def signals(self) -> stop_on_signals:
         return stop_on_signals(self)
+
+    def evaluate_policy(self, agent: Any, obs_norm: Any, envs: Any = None) -> dict[str, float]:
+        """The ``eval/*`` metrics of ``agent``: ``eval_episodes`` episodes of the run's task, seeded with the run's
+        seed + 100000 (``envs``: a vector env to reuse)."""
+        from ncdpo.training.evaluation import eval_metrics, evaluate
+
+        cfg = self.cfg
+        r = evaluate(
+            agent,
+            obs_norm,
+            cfg.env.id,
+            cfg.eval_episodes,
+            cfg.act_steps,
+            cfg.eval_deterministic,
+            seed=cfg.seed + 100_000,
+            max_episode_steps=cfg.env.max_episode_steps,
+            vector=cfg.env.vector,
+            envs=envs,
+        )
+        return eval_metrics(r)

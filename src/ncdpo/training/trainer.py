@@ -30,7 +30,7 @@ from ncdpo.errors import EnvWorkerError, NcdpoError, NonFiniteError
 from ncdpo.logger import Logger
 from ncdpo.policies.common import ObsNormalizer, RewardScaler
 from ncdpo.state import env_state, pack, rng_state, set_env_state, set_rng_state, unpack
-from ncdpo.training.evaluation import NO_EVAL, eval_metrics, evaluate
+from ncdpo.training.evaluation import NO_EVAL
 from ncdpo.training.run import RunSkeleton, peak_memory_mb, resume_point
 
 
@@ -354,19 +354,7 @@ class Trainer(RunSkeleton):
                     cfg.env.max_episode_steps,
                     "async",
                 )
-            r = evaluate(
-                self.agent,
-                self.obs_norm,
-                cfg.env.id,
-                cfg.eval_episodes,
-                cfg.act_steps,
-                cfg.eval_deterministic,
-                seed=cfg.seed + 100_000,
-                max_episode_steps=cfg.env.max_episode_steps,
-                vector=cfg.env.vector,
-                envs=self.eval_envs,
-            )
-        return eval_metrics(r)
+            return self.evaluate_policy(self.agent, self.obs_norm, self.eval_envs)
 
     def log_row(
         self,
