@@ -46,7 +46,8 @@ PRETRAIN_RESUME_OVERRIDABLE = ("pretrain.steps", *_RUN_ONLY)
 #   1e-4, 5 epochs, a critic warm-up, target KL 0.05, a critic conditioned on the chain mean); the manipulation
 #   tasks override a few values (registry). With std 0.1 and V(s) the locomotion policies did not improve.
 # - fine-tuning, DPPO: the settings of DPPO's fine-tuning configs that configs/dppo_*.yaml share.
-# - behaviour cloning: the dataclass defaults (epsilon prediction: the shipped BC policies).
+# - behaviour cloning: the shipped BC policies' recipe (scripts/make_locomotion_data.py: action chunks of 4, all
+#   executed, a 2-block denoiser; epsilon prediction and K = 10 are the dataclass defaults).
 RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     ("ncdpo", "scratch"): {"diffusion.prediction": "x0"},
     ("ncdpo", "finetune"): {
@@ -67,6 +68,7 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
         "critic.hidden_dims": (256, 256, 256),
         "critic.activation": "mish",
     },
+    ("ncdpo", "pretrain"): {"horizon": 4, "act_steps": 4, "diffusion.num_blocks": 2},
 }
 
 # Fields a run started with ``--init CHECKPOINT`` takes from the checkpoint (the policy's architecture, its
