@@ -5,8 +5,9 @@
 Each run is a short ``ncdpo train`` / ``ncdpo pretrain`` on Hopper-v5 whose *every* config field is spelled out
 on the command line (the resolved config of a small base command, turned into one flag per field), so a later
 change of a default cannot change what the run computes. The files committed beside this script were written
-at the commit before the architecture refactor (issue 27, parent of the commit that adds them); regenerating
-them is only right when a change is *meant* to change results.
+at the commit before the architecture refactor (issue 27: 26beed8, the parent of the commit that adds them); the
+script runs on that code and on today's. Regenerating them is only right when a change is *meant* to change results
+(a base command resolved today also takes today's regime recipes; runs.json keeps the full command lines).
 
 Also writes ``shipped_actions.json``: for every shipped checkpoint, the actions its policy takes for fixed
 observations and a fixed torch seed (deterministic and sampled).
@@ -198,16 +199,18 @@ RUN_ONLY = {"out_dir", "run_name", "overwrite", "progress", "tensorboard", "devi
 def explicit_argv(base: list[str]) -> list[str]:
     """``base`` resolved by the CLI, then written back as one flag per config field (empty tuples cannot be
     flags; they are the default)."""
+    import inspect
+
     from ncdpo.cli import build_parser, resolve_train_config
     from ncdpo.config import flatten_nested, to_dict
 
     args, extra = build_parser().parse_known_args(base)
-    default_env = None
-    if base[0] == "pretrain":
+    kwargs = {}
+    if "default_env" in inspect.signature(resolve_train_config).parameters:  # ncdpo before the refactor
         from ncdpo.data.dataset import load_dataset
 
-        default_env = load_dataset(vars(args)["pretrain.dataset"]).env_id
-    cfg = resolve_train_config(args, extra, command=base[0], default_env=default_env)
+        kwargs["default_env"] = load_dataset(vars(args)["pretrain.dataset"]).env_id if base[0] == "pretrain" else None
+    cfg = resolve_train_config(args, extra, command=base[0], **kwargs)
     out = [base[0]]
     for key, value in flatten_nested(to_dict(cfg)).items():
         if key in RUN_ONLY or value == [] or value == ():
@@ -235,7 +238,11 @@ def run(name: str, argv: list[str], out_dir: Path) -> Path:
 def shipped_actions() -> dict:
     import numpy as np
     import torch
-    from ncdpo.algos.core import load_agent
+
+    try:
+        from ncdpo.algos import load_agent
+    except ImportError:  # ncdpo before the refactor
+        from ncdpo.algos.core import load_agent
 
     from ncdpo.shipped import available
 
