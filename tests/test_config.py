@@ -84,6 +84,7 @@ def test_each_regime_gets_its_measured_recipe():
     assert (lift.ppo.actor_lr, lift.diffusion.sigma_exp_start, lift.ppo.minibatch_size) == (1e-5, 0.1, 128)
     dppo = resolved("train", "--algo", "dppo", "--init", "shipped:Hopper-v5")
     assert (dppo.ppo.clip_coef, dppo.critic.hidden_dims, dppo.critic.activation) == (0.01, (256, 256, 256), "mish")
+    assert resolved("train", "--env", "simple_spread").diffusion.prediction == "epsilon"  # its own measured recipe
     bc = resolved("pretrain", "--dataset", "shipped:Hopper-v5")
     assert (bc.diffusion.prediction, bc.horizon, bc.act_steps, bc.diffusion.num_blocks) == ("epsilon", 4, 4, 2)
     assert resolved("train", "--algo", "ppo", "--env", "Hopper-v5") == resolved(
