@@ -85,15 +85,8 @@ def run_args(seed: int, steps: int, keep: int = 1, threads: bool = True) -> list
     cores)."""
     one = ["--torch-threads", "1"] if threads else []
     return [
-        "--seed",
-        str(seed),
-        "--total-env-steps",
-        str(steps),
-        *one,
-        "--progress",
-        "false",
-        "--keep-checkpoints",
-        str(keep),
+        "--seed", str(seed), "--total-env-steps", str(steps), *one, "--progress", "false", "--keep-checkpoints",
+        str(keep)
     ]
 
 
@@ -258,15 +251,8 @@ def plot_curves(
 
 
 # ---------------------------------------------------------------------------------------------- throughput
-def raw_env_sps(
-    env_id: str,
-    n_envs: int,
-    act_steps: int = 1,
-    decisions: int = 0,
-    seconds: float = 0.0,
-    vector: str = "auto",
-    warmup: int = 1,
-) -> float:
+def raw_env_sps(env_id: str, n_envs: int, act_steps: int = 1, decisions: int = 0, seconds: float = 0.0,
+                vector: str = "auto", warmup: int = 1) -> float:
     """Env steps/s of the raw vector env with uniformly random actions (continuous or discrete), after ``warmup``
     decisions (subprocess start, numba compilation): ``decisions`` steps, or as many as fit in ``seconds``."""
     from ncdpo.envs.registry import done_values, make_vec_env

@@ -21,33 +21,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as H  # noqa: E402
 
 PINNED = [
-    "--diffusion.prediction",
-    "epsilon",
-    "--diffusion.sigma-exp",
-    "fixed",
-    "--diffusion.sigma-exp-start",
-    "0.1",
-    "--horizon",
-    "1",
-    "--act-steps",
-    "1",
-    "--ppo.actor-lr",
-    "3e-4",
+    "--diffusion.prediction", "epsilon", "--diffusion.sigma-exp", "fixed", "--diffusion.sigma-exp-start", "0.1",
+    "--horizon", "1", "--act-steps", "1", "--ppo.actor-lr", "3e-4"
 ]
 VARIANTS = {
     "ppo": ["--algo", "ppo", "--ppo.actor-lr", "3e-4"],
     "ncdpo-eps": ["--algo", "ncdpo", *PINNED],
     "ncdpo-x0": ["--algo", "ncdpo", *PINNED, "--diffusion.prediction", "x0"],
     "ncdpo-x0-std1": [
-        "--algo",
-        "ncdpo",
-        *PINNED,
-        "--diffusion.prediction",
-        "x0",
-        "--diffusion.sigma-exp",
-        "learnable",
-        "--diffusion.sigma-exp-start",
-        "1.0",
+        "--algo", "ncdpo", *PINNED, "--diffusion.prediction", "x0", "--diffusion.sigma-exp", "learnable",
+        "--diffusion.sigma-exp-start", "1.0"
     ],
 }
 

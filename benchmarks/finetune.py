@@ -72,14 +72,8 @@ def summarize(tasks: list[str], algos: list[str], seeds: list[int], root: Path, 
             for r, ev, c in zip(runs, evs, costs):
                 rows.append(
                     [
-                        task,
-                        algo,
-                        r.name.rsplit("__s", 1)[1],
-                        ev["return_mean"],
-                        ev["return_std"],
-                        bc["return_mean"],
-                        c["env_steps"],
-                        c["wall_s"],
+                        task, algo, r.name.rsplit("__s", 1)[1], ev["return_mean"], ev["return_std"],
+                        bc["return_mean"], c["env_steps"], c["wall_s"]
                     ]
                 )
             finals_by_algo[algo] = (finals.mean(), runs)

@@ -69,14 +69,8 @@ def summarize(
     H.write_csv(
         out / "summary.csv",
         [
-            "algo",
-            "seed",
-            *[f"return@{m}" for m in marks],
-            "final_eval_return",
-            "wall_s",
-            "env_steps",
-            "s_per_iteration",
-            "peak_mem_mb",
+            "algo", "seed", *[f"return@{m}" for m in marks], "final_eval_return", "wall_s", "env_steps",
+            "s_per_iteration", "peak_mem_mb"
         ],
         rows,
     )

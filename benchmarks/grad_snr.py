@@ -32,36 +32,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
     argv = [
-        "train",
-        "--init",
-        a.init,
-        "--config",
-        str(ROOT / "configs" / "finetune_locomotion.yaml"),
-        "--critic.condition-on-mean",
-        a.condition_on_mean,
-        "--diffusion.sigma-exp",
-        "fixed",
-        "--diffusion.sigma-exp-start",
-        a.sigma,
-        "--ppo.critic-warmup-iters",
-        str(a.warmup + 5),
-        "--ppo.n-steps",
-        str(a.n_steps),
-        "--out-dir",
-        "/tmp/ncdpo_grad_snr",
-        "--run-name",
-        "snr",
-        "--overwrite",
-        "--progress",
-        "false",
-        "--eval-every",
-        "0",
-        "--tensorboard",
-        "false",
-        "--torch-threads",
-        "1",
-        "--seed",
-        str(a.seed),
+        "train", "--init", a.init, "--config", str(ROOT / "configs" / "finetune_locomotion.yaml"),
+        "--critic.condition-on-mean", a.condition_on_mean, "--diffusion.sigma-exp", "fixed",
+        "--diffusion.sigma-exp-start", a.sigma, "--ppo.critic-warmup-iters", str(a.warmup + 5), "--ppo.n-steps",
+        str(a.n_steps), "--out-dir", "/tmp/ncdpo_grad_snr", "--run-name", "snr", "--overwrite", "--progress", "false",
+        "--eval-every", "0", "--tensorboard", "false", "--torch-threads", "1", "--seed", str(a.seed)
     ]
     args, extra = build_parser().parse_known_args(argv)
     cfg = resolve_train_config(args, extra)

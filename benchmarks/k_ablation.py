@@ -26,22 +26,8 @@ import _harness as H  # noqa: E402
 CONFIG = H.REPO / "configs" / "finetune_locomotion.yaml"
 LEGACY_SEED = 424242  # the eval seed of results written before they recorded it
 BC_ARGS = [
-    "--horizon",
-    "4",
-    "--act-steps",
-    "4",
-    "--diffusion.hidden-dim",
-    "256",
-    "--diffusion.num-blocks",
-    "2",
-    "--pretrain.steps",
-    "20000",
-    "--seed",
-    "1",
-    "--torch-threads",
-    "1",
-    "--progress",
-    "false",
+    "--horizon", "4", "--act-steps", "4", "--diffusion.hidden-dim", "256", "--diffusion.num-blocks", "2",
+    "--pretrain.steps", "20000", "--seed", "1", "--torch-threads", "1", "--progress", "false"
 ]
 
 
@@ -53,18 +39,8 @@ def bc_checkpoint(task: str, k: int, out: Path) -> str:
         with open(out / f"bc_K{k}.log", "w") as log:
             subprocess.check_call(
                 [
-                    *H.NCDPO,
-                    "pretrain",
-                    "--dataset",
-                    f"shipped:{task}",
-                    "--diffusion.denoising-steps",
-                    str(k),
-                    *BC_ARGS,
-                    "--out-dir",
-                    str(out),
-                    "--run-name",
-                    f"bc_K{k}",
-                    "--overwrite",
+                    *H.NCDPO, "pretrain", "--dataset", f"shipped:{task}", "--diffusion.denoising-steps", str(k),
+                    *BC_ARGS, "--out-dir", str(out), "--run-name", f"bc_K{k}", "--overwrite"
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

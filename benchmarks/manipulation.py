@@ -96,15 +96,7 @@ def summarize(
 
 
 SUMMARY_HEADER = [
-    "task",
-    "algo",
-    "seed",
-    "success_det",
-    "success_smp",
-    "bc_success_det",
-    "bc_success_smp",
-    "env_steps",
-    "wall_s",
+    "task", "algo", "seed", "success_det", "success_smp", "bc_success_det", "bc_success_smp", "env_steps", "wall_s"
 ]
 
 
@@ -144,23 +136,9 @@ def raw_throughput(task: str, n_envs: int, decisions: int, train_steps: int, roo
     run = root / task / "throughput_ncdpo"
     subprocess.check_call(
         [
-            *H.NCDPO,
-            "train",
-            "--init",
-            f"shipped:{task}",
-            "--config",
-            str(CONFIGS["ncdpo"]),
-            "--total-env-steps",
-            str(train_steps),
-            "--progress",
-            "false",
-            "--tensorboard",
-            "false",
-            "--out-dir",
-            str(run.parent),
-            "--run-name",
-            run.name,
-            "--overwrite",
+            *H.NCDPO, "train", "--init", f"shipped:{task}", "--config", str(CONFIGS["ncdpo"]), "--total-env-steps",
+            str(train_steps), "--progress", "false", "--tensorboard", "false", "--out-dir", str(run.parent),
+            "--run-name", run.name, "--overwrite"
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -173,13 +151,8 @@ def raw_throughput(task: str, n_envs: int, decisions: int, train_steps: int, roo
     H.write_csv(
         root / task / "throughput.csv",
         [
-            "task",
-            "n_envs",
-            "raw_env_steps_per_s",
-            "train_env_steps_per_s",
-            "ratio",
-            "rollout_s_per_iter",
-            "update_s_per_iter",
+            "task", "n_envs", "raw_env_steps_per_s", "train_env_steps_per_s", "ratio", "rollout_s_per_iter",
+            "update_s_per_iter"
         ],
         [[task, n_envs, raw, train, train / raw, rollout, update]],
     )

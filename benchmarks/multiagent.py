@@ -44,13 +44,8 @@ VARIANTS = {
     "ncdpo-x0-orth": (
         "ncdpo",
         [
-            *_DIFF,
-            "--diffusion.prediction",
-            "x0",
-            "--diffusion.init",
-            "orthogonal",
-            "--diffusion.out-init-scale",
-            "0.01",
+            *_DIFF, "--diffusion.prediction", "x0", "--diffusion.init", "orthogonal", "--diffusion.out-init-scale",
+            "0.01"
         ],
     ),
 }
@@ -100,13 +95,8 @@ def summarize(
                 vals = [H.value_at(log, m, "charts/episodic_return") for m in marks]
                 sps = float(np.mean([float(r["charts/SPS"]) for r in log]))
                 rec = [
-                    *vals,
-                    det["return_mean"],
-                    smp["return_mean"],
-                    det["success_rate"],
-                    smp["success_rate"],
-                    sps,
-                    float(log[-1]["wall_s"]),
+                    *vals, det["return_mean"], smp["return_mean"], det["success_rate"], smp["success_rate"], sps,
+                    float(log[-1]["wall_s"])
                 ]
                 table.setdefault(algo, []).append(rec)
                 rows.append([task, algo, seed, *rec])
@@ -155,16 +145,8 @@ def summarize(
         H.write_csv(
             out / task / "summary.csv",
             [
-                "task",
-                "algo",
-                "seed",
-                *[f"return@{m}" for m in marks],
-                "final_det_return",
-                "final_sampled_return",
-                "final_det_win",
-                "final_sampled_win",
-                "train_env_steps_per_s",
-                "wall_s",
+                "task", "algo", "seed", *[f"return@{m}" for m in marks], "final_det_return", "final_sampled_return",
+                "final_det_win", "final_sampled_win", "train_env_steps_per_s", "wall_s"
             ],
             rows,
         )

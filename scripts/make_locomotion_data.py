@@ -40,16 +40,8 @@ ASSETS = ROOT / "src" / "ncdpo" / "assets" / "locomotion"
 
 # Diffusion policy used for every shipped checkpoint (DPPO's locomotion shape with K=10).
 BC_ARGS = [
-    "--horizon",
-    "4",
-    "--act-steps",
-    "4",
-    "--diffusion.denoising-steps",
-    "10",
-    "--diffusion.hidden-dim",
-    "256",
-    "--diffusion.num-blocks",
-    "2",
+    "--horizon", "4", "--act-steps", "4", "--diffusion.denoising-steps", "10", "--diffusion.hidden-dim", "256",
+    "--diffusion.num-blocks", "2"
 ]
 
 
@@ -78,33 +70,10 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
     if not (expert_run / "checkpoints" / "final.safetensors").is_file():
         sh(
             [
-                *NCDPO,
-                "train",
-                "--algo",
-                "ppo",
-                "--env",
-                task,
-                "--seed",
-                str(a.seed),
-                "--total-env-steps",
-                str(a.expert_steps),
-                "--out-dir",
-                str(work),
-                "--run-name",
-                "expert",
-                "--overwrite",
-                "--eval-every",
-                str(a.eval_every),
-                "--save-every",
-                str(a.eval_every),
-                "--keep-checkpoints",
-                "0",
-                "--eval-episodes",
-                "5",
-                "--progress",
-                "false",
-                "--torch-threads",
-                "1",
+                *NCDPO, "train", "--algo", "ppo", "--env", task, "--seed", str(a.seed), "--total-env-steps",
+                str(a.expert_steps), "--out-dir", str(work), "--run-name", "expert", "--overwrite", "--eval-every",
+                str(a.eval_every), "--save-every", str(a.eval_every), "--keep-checkpoints", "0", "--eval-episodes",
+                "5", "--progress", "false", "--torch-threads", "1"
             ],
             work / "expert.log",
         )
@@ -126,18 +95,9 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
         if not (work / f"{name}.hdf5").is_file():
             sh(
                 [
-                    *NCDPO,
-                    "collect",
-                    str(ck),
-                    "--out",
-                    str(work / f"{name}.hdf5"),
-                    "--transitions",
-                    str(a.transitions),
-                    "--seed",
-                    str(a.seed),
-                    "--deterministic",
-                    "--action-noise",
-                    str(a.action_noise),
+                    *NCDPO, "collect", str(ck), "--out", str(work / f"{name}.hdf5"), "--transitions",
+                    str(a.transitions), "--seed", str(a.seed), "--deterministic", "--action-noise",
+                    str(a.action_noise)
                 ]
             )
     if not (work / "medium_expert.hdf5").is_file():
@@ -155,28 +115,10 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
     if not (bc_run / "checkpoints" / "final.safetensors").is_file():
         sh(
             [
-                *NCDPO,
-                "pretrain",
-                "--dataset",
-                str(work / "medium.hdf5"),
-                *BC_ARGS,
-                "--pretrain.steps",
-                str(a.bc_steps),
-                "--eval-every",
-                str(a.bc_steps // 4),
-                "--eval-episodes",
-                "10",
-                "--out-dir",
-                str(work),
-                "--run-name",
-                "medium_bc",
-                "--overwrite",
-                "--progress",
-                "false",
-                "--seed",
-                str(a.seed),
-                "--torch-threads",
-                "1",
+                *NCDPO, "pretrain", "--dataset", str(work / "medium.hdf5"), *BC_ARGS, "--pretrain.steps",
+                str(a.bc_steps), "--eval-every", str(a.bc_steps // 4), "--eval-episodes", "10", "--out-dir",
+                str(work), "--run-name", "medium_bc", "--overwrite", "--progress", "false", "--seed", str(a.seed),
+                "--torch-threads", "1"
             ],
             work / "medium_bc.log",
         )

@@ -44,18 +44,8 @@ def eval_json(path: Path, out: Path, episodes: int, sampled: bool, n_envs: int) 
     if not out.is_file():
         sh(
             [
-                *NCDPO,
-                "eval",
-                str(path),
-                "--episodes",
-                str(episodes),
-                "--seed",
-                str(EVAL_SEED),
-                "--n-envs",
-                str(n_envs),
-                "--json",
-                str(out),
-                *(["--sampled"] if sampled else []),
+                *NCDPO, "eval", str(path), "--episodes", str(episodes), "--seed", str(EVAL_SEED), "--n-envs",
+                str(n_envs), "--json", str(out), *(["--sampled"] if sampled else [])
             ]
         )
     return json.loads(out.read_text())
@@ -74,23 +64,9 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
         t0 = time.time()
         sh(
             [
-                *NCDPO,
-                "demos",
-                task,
-                "--episodes",
-                str(episodes),
-                "--noise",
-                str(a.noise),
-                "--offset",
-                str(a.offset),
-                "--mistake",
-                str(a.mistake),
-                "--seed",
-                str(a.seed),
-                "--workers",
-                str(a.workers),
-                "--out",
-                str(demos),
+                *NCDPO, "demos", task, "--episodes", str(episodes), "--noise", str(a.noise), "--offset",
+                str(a.offset), "--mistake", str(a.mistake), "--seed", str(a.seed), "--workers", str(a.workers),
+                "--out", str(demos)
             ]
         )
         (work / "demos_wall_s.txt").write_text(f"{time.time() - t0:.0f}\n")
@@ -100,26 +76,9 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
     if not (bc_run / "checkpoints" / "final.safetensors").is_file():
         sh(
             [
-                *NCDPO,
-                "pretrain",
-                "--dataset",
-                str(demos),
-                *BC_ARGS,
-                "--pretrain.steps",
-                str(bc_steps),
-                "--eval-every",
-                "0",
-                "--out-dir",
-                str(work),
-                "--run-name",
-                "bc",
-                "--overwrite",
-                "--progress",
-                "false",
-                "--seed",
-                "1",
-                "--torch-threads",
-                "1",
+                *NCDPO, "pretrain", "--dataset", str(demos), *BC_ARGS, "--pretrain.steps", str(bc_steps),
+                "--eval-every", "0", "--out-dir", str(work), "--run-name", "bc", "--overwrite", "--progress", "false",
+                "--seed", "1", "--torch-threads", "1"
             ],
             work / "bc.log",
         )

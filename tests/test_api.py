@@ -63,17 +63,9 @@ def test_policy_queues_the_chunk_and_decides_per_batch(monkeypatch):
 
 
 def test_train_and_load_a_discrete_policy_from_python(tmp_path):
-    run = ncdpo.train(
-        env="CartPole-v1",
-        algo="ppo",
-        total_env_steps=256,
-        env__n_envs=2,
-        ppo__n_steps=64,
-        out_dir=str(tmp_path),
-        run_name="cp",
-        progress=False,
-        tensorboard=False,
-    )
+    quiet = {"out_dir": str(tmp_path), "progress": False, "tensorboard": False}
+    run = ncdpo.train(env="CartPole-v1", algo="ppo", total_env_steps=256, env__n_envs=2, ppo__n_steps=64, run_name="cp",
+                      **quiet)
     assert (run / "checkpoints" / "final.safetensors").is_file()
     policy = ncdpo.load_policy(run)
     a = policy.act(np.zeros(4, np.float32))
@@ -84,18 +76,9 @@ def test_train_and_load_a_discrete_policy_from_python(tmp_path):
 
 
 def test_pretrain_from_python(tmp_path):
-    run = ncdpo.pretrain(
-        dataset="shipped:Hopper-v5",
-        horizon=4,
-        act_steps=4,
-        pretrain__steps=20,
-        pretrain__log_every=10,
-        diffusion__hidden_dim=32,
-        out_dir=str(tmp_path),
-        run_name="bc",
-        progress=False,
-        tensorboard=False,
-    )
+    bc = {"pretrain__steps": 20, "pretrain__log_every": 10, "diffusion__hidden_dim": 32}
+    run = ncdpo.pretrain(dataset="shipped:Hopper-v5", horizon=4, act_steps=4, out_dir=str(tmp_path), run_name="bc",
+                         progress=False, tensorboard=False, **bc)
     policy = ncdpo.load_policy(run)
     assert policy.checkpoint.meta["kind"] == "pretrain" and policy.act(np.zeros(11)).shape == (3,)
 
@@ -113,3 +96,14 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
         assert len(code.strip().splitlines()) <= 12
         exec(compile(code, "README.md", "exec"), {})
     assert "return" in capsys.readouterr().out
+
+
+def test_a_trained_checkpoint_carries_its_action_bounds(tmp_path, tiny_args):
+    """``load_policy`` maps onto the bounds the run saved, without making the env."""
+    from ncdpo.cli import main
+
+    assert main(tiny_args("ppo", steps=128, name="b")) == 0
+    policy = ncdpo.load_policy(tmp_path / "b")
+    env = gym.make("Hopper-v5")
+    assert policy.checkpoint.meta["action_bounds"] == [env.action_space.low.tolist(), env.action_space.high.tolist()]
+    np.testing.assert_array_equal(policy.action_low, env.action_space.low)

@@ -229,21 +229,8 @@ def test_noise_conditioned_critic_sees_the_rollout_chain_mean(tmp_path, tiny_arg
     # fine-tuning from that checkpoint inherits the conditioned critic and loads it
     cfg2 = cfg_from(
         [
-            "train",
-            "--init",
-            str(tmp_path / "cond"),
-            "--total-env-steps",
-            "64",
-            "--env.n-envs",
-            "2",
-            "--ppo.n-steps",
-            "8",
-            "--out-dir",
-            str(tmp_path),
-            "--run-name",
-            "ft",
-            "--progress",
-            "false",
+            "train", "--init", str(tmp_path / "cond"), "--total-env-steps", "64", "--env.n-envs", "2",
+            "--ppo.n-steps", "8", "--out-dir", str(tmp_path), "--run-name", "ft", "--progress", "false"
         ]
     )
     assert cfg2.critic.condition_on_mean is True
@@ -266,14 +253,8 @@ def test_learnable_exploration_std_can_have_its_own_lr(tmp_path, tiny_args):
     """diffusion.sigma_exp_lr: the std gets its own Adam group (at fine-tuning's tiny actor lr it stays put
     otherwise); annealing the lrs scales every group."""
     base = [
-        "--diffusion.sigma-exp",
-        "learnable",
-        "--ppo.actor-lr",
-        "1e-6",
-        "--ppo.ent-coef",
-        "0.1",
-        "--ppo.target-kl",
-        "0",
+        "--diffusion.sigma-exp", "learnable", "--ppo.actor-lr", "1e-6", "--ppo.ent-coef", "0.1", "--ppo.target-kl",
+        "0"
     ]
     moved = {}
     for name, extra in [("shared", []), ("own", ["--diffusion.sigma-exp-lr", "0.01", "--ppo.anneal-lr", "true"])]:

@@ -152,15 +152,8 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys):
     wrong.save(tmp_path / "wrong.hdf5")
     code = main(
         [
-            "pretrain",
-            "--dataset",
-            str(tmp_path / "wrong.hdf5"),
-            "--env",
-            "Hopper-v5",
-            "--out-dir",
-            str(tmp_path),
-            "--progress",
-            "false",
+            "pretrain", "--dataset", str(tmp_path / "wrong.hdf5"), "--env", "Hopper-v5", "--out-dir", str(tmp_path),
+            "--progress", "false"
         ]
     )
     err = capsys.readouterr().err.strip()
@@ -224,16 +217,8 @@ def test_collect_pretrain_then_finetune_from_the_checkpoint(tmp_path, tiny_args,
     assert (
         main(
             [
-                "collect",
-                str(tmp_path / "expert"),
-                "--out",
-                str(out),
-                "--episodes",
-                "4",
-                "--action-noise",
-                "0.1",
-                "--n-envs",
-                "2",
+                "collect", str(tmp_path / "expert"), "--out", str(out), "--episodes", "4", "--action-noise", "0.1",
+                "--n-envs", "2"
             ]
         )
         == 0
@@ -245,37 +230,10 @@ def test_collect_pretrain_then_finetune_from_the_checkpoint(tmp_path, tiny_args,
     assert main(["collect", str(tmp_path / "expert"), "--out", str(out), "--episodes", "1"]) == 2  # no silent overwrite
 
     bc = [
-        "pretrain",
-        "--dataset",
-        str(out),
-        "--horizon",
-        "4",
-        "--act-steps",
-        "2",
-        "--pretrain.steps",
-        "60",
-        "--pretrain.warmup-steps",
-        "10",
-        "--pretrain.log-every",
-        "20",
-        "--diffusion.denoising-steps",
-        "4",
-        "--diffusion.hidden-dim",
-        "32",
-        "--diffusion.prediction",
-        "x0",
-        "--out-dir",
-        str(tmp_path),
-        "--run-name",
-        "bc",
-        "--progress",
-        "false",
-        "--tensorboard",
-        "false",
-        "--eval-every",
-        "30",
-        "--eval-episodes",
-        "1",
+        "pretrain", "--dataset", str(out), "--horizon", "4", "--act-steps", "2", "--pretrain.steps", "60",
+        "--pretrain.warmup-steps", "10", "--pretrain.log-every", "20", "--diffusion.denoising-steps", "4",
+        "--diffusion.hidden-dim", "32", "--diffusion.prediction", "x0", "--out-dir", str(tmp_path), "--run-name",
+        "bc", "--progress", "false", "--tensorboard", "false", "--eval-every", "30", "--eval-episodes", "1"
     ]
     assert main(bc) == 0
     log = (tmp_path / "bc" / "progress.csv").read_text().splitlines()
@@ -285,23 +243,8 @@ def test_collect_pretrain_then_finetune_from_the_checkpoint(tmp_path, tiny_args,
     # Fine-tuning inherits the checkpoint's architecture, task and frozen dataset statistics...
     args, extra = build_parser().parse_known_args(
         [
-            "train",
-            "--init",
-            str(ck),
-            "--total-env-steps",
-            "64",
-            "--env.n-envs",
-            "2",
-            "--ppo.n-steps",
-            "8",
-            "--out-dir",
-            str(tmp_path),
-            "--run-name",
-            "ft",
-            "--progress",
-            "false",
-            "--tensorboard",
-            "false",
+            "train", "--init", str(ck), "--total-env-steps", "64", "--env.n-envs", "2", "--ppo.n-steps", "8",
+            "--out-dir", str(tmp_path), "--run-name", "ft", "--progress", "false", "--tensorboard", "false"
         ]
     )
     cfg = resolve_train_config(args, extra)
@@ -328,15 +271,8 @@ def test_collect_pretrain_then_finetune_from_the_checkpoint(tmp_path, tiny_args,
     # overriding what the weights mean is refused, not silently loaded
     args, extra = build_parser().parse_known_args(
         [
-            "train",
-            "--init",
-            str(ck),
-            "--diffusion.prediction",
-            "epsilon",
-            "--out-dir",
-            str(tmp_path),
-            "--run-name",
-            "ft2",
+            "train", "--init", str(ck), "--diffusion.prediction", "epsilon", "--out-dir", str(tmp_path), "--run-name",
+            "ft2"
         ]
     )
     with pytest.raises(NcdpoError, match="predicts 'x0' but this run sets diffusion.prediction 'epsilon'"):

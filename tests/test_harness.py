@@ -14,26 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from _harness import finished, resumable, run_train  # noqa: E402
 
 TINY = [
-    "--algo",
-    "ppo",
-    "--env",
-    "Pendulum-v1",
-    "--seed",
-    "0",
-    "--env.n-envs",
-    "2",
-    "--ppo.n-steps",
-    "16",
-    "--ppo.minibatch-size",
-    "32",
-    "--ppo.update-epochs",
-    "1",
-    "--save-every",
-    "1",
-    "--progress",
-    "false",
-    "--torch-threads",
-    "1",
+    "--algo", "ppo", "--env", "Pendulum-v1", "--seed", "0", "--env.n-envs", "2", "--ppo.n-steps", "16",
+    "--ppo.minibatch-size", "32", "--ppo.update-epochs", "1", "--save-every", "1", "--progress", "false",
+    "--torch-threads", "1"
 ]
 
 
@@ -117,47 +100,18 @@ def test_noise_entropy_separates_chain_noise_from_the_categorical_draw(tmp_path,
     from ncdpo.cli import main
 
     base = [
-        "train",
-        "--env",
-        "simple_spread",
-        "--total-env-steps",
-        "50",
-        "--env.n-envs",
-        "2",
-        "--ppo.n-steps",
-        "25",
-        "--ppo.minibatch-size",
-        "50",
-        "--ppo.update-epochs",
-        "1",
-        "--diffusion.denoising-steps",
-        "4",
-        "--diffusion.hidden-dim",
-        "32",
-        "--gaussian.hidden-dims",
-        "16",
-        "--out-dir",
-        str(tmp_path),
-        "--progress",
-        "false",
-        "--tensorboard",
-        "false",
-        "--torch-threads",
-        "1",
+        "train", "--env", "simple_spread", "--total-env-steps", "50", "--env.n-envs", "2", "--ppo.n-steps", "25",
+        "--ppo.minibatch-size", "50", "--ppo.update-epochs", "1", "--diffusion.denoising-steps", "4",
+        "--diffusion.hidden-dim", "32", "--gaussian.hidden-dims", "16", "--out-dir", str(tmp_path), "--progress",
+        "false", "--tensorboard", "false", "--torch-threads", "1"
     ]
     for name, extra in {
         "mlp": ["--algo", "ppo"],
         "eps": ["--algo", "ncdpo", "--diffusion.prediction", "epsilon"],  # from scratch the default is x0
         "x0": ["--algo", "ncdpo", "--diffusion.prediction", "x0"],
         "xi0": [
-            "--algo",
-            "ncdpo",
-            "--diffusion.chain-noise-scale",
-            "0",
-            "--diffusion.init",
-            "orthogonal",
-            "--diffusion.out-init-scale",
-            "0.01",
+            "--algo", "ncdpo", "--diffusion.chain-noise-scale", "0", "--diffusion.init", "orthogonal",
+            "--diffusion.out-init-scale", "0.01"
         ],
     }.items():
         assert main([*base, *extra, "--run-name", name]) == 0
@@ -188,16 +142,8 @@ def test_noise_entropy_separates_chain_noise_from_the_categorical_draw(tmp_path,
     assert (
         main(
             [
-                "eval",
-                str(tmp_path / "eps"),
-                "--chain-noise-scale",
-                "0",
-                "--episodes",
-                "2",
-                "--n-envs",
-                "2",
-                "--json",
-                str(res),
+                "eval", str(tmp_path / "eps"), "--chain-noise-scale", "0", "--episodes", "2", "--n-envs", "2",
+                "--json", str(res)
             ]
         )
         == 0

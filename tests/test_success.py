@@ -34,31 +34,9 @@ gym.register("ncdpo-test/Reach-v0", entry_point=Reach, max_episode_steps=30)
 
 def test_success_rate_in_eval_and_training_logs(tmp_path, capsys):
     argv = [
-        "train",
-        "--algo",
-        "ppo",
-        "--env",
-        "ncdpo-test/Reach-v0",
-        "--total-env-steps",
-        "1024",
-        "--env.n-envs",
-        "2",
-        "--ppo.n-steps",
-        "64",
-        "--out-dir",
-        str(tmp_path),
-        "--run-name",
-        "r",
-        "--progress",
-        "false",
-        "--tensorboard",
-        "false",
-        "--eval-every",
-        "2",
-        "--eval-episodes",
-        "6",
-        "--gaussian.init-log-std",
-        "0.5",
+        "train", "--algo", "ppo", "--env", "ncdpo-test/Reach-v0", "--total-env-steps", "1024", "--env.n-envs", "2",
+        "--ppo.n-steps", "64", "--out-dir", str(tmp_path), "--run-name", "r", "--progress", "false", "--tensorboard",
+        "false", "--eval-every", "2", "--eval-episodes", "6", "--gaussian.init-log-std", "0.5"
     ]
     assert main(argv) == 0
     with open(tmp_path / "r" / "progress.csv") as f:

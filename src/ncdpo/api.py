@@ -111,7 +111,7 @@ class Policy:
         if self.discrete:
             chunk = action.reshape(len(rows), 1)
         else:
-            chunk = np.stack([[to_env(a, self.action_low, self.action_high) for a in row] for row in action])
+            chunk = to_env(action, self.action_low, self.action_high)  # (rows, act_steps, act_dim), elementwise
         if self._queue is None:
             self._queue = chunk
             self._left = np.full(len(rows), self.act_steps)
@@ -128,7 +128,7 @@ class Policy:
 
 
 def to_env(a: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """A normalised action as the env takes it (float32, as gymnasium's Box actions)."""
+    """Normalised actions (any leading shape) as the env takes them (float32, as gymnasium's Box actions)."""
     from ncdpo.envs.wrappers import to_bounds
 
     return to_bounds(a, low, high).astype(np.float32)

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from ncdpo.config import ABLATION_FIELDS, FIELD_ALIASES, SECTION_ALIASES, TrainConfig, flat_fields, validate
+from ncdpo.config import ABLATION_FIELDS, SECTION_ALIASES, TrainConfig, flat_fields, validate
 from ncdpo.errors import NcdpoError
 from ncdpo.training.resolve import PRETRAIN_RESUME_OVERRIDABLE, RESUME_OVERRIDABLE, resolve_config
 
@@ -74,8 +74,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 def _old_names(key: str) -> list[str]:
     """The earlier spellings of a config key (hidden aliases)."""
     section, _, rest = key.partition(".")
-    old = [f"{s}.{rest}" for s, new in SECTION_ALIASES.items() if rest and new == section]
-    return old + [o for o, new in FIELD_ALIASES.items() if new == key]
+    return [f"{s}.{rest}" for s, new in SECTION_ALIASES.items() if rest and new == section]
 
 
 def _add_run_options(p: argparse.ArgumentParser, what: str, resumable: Sequence[str]) -> None:

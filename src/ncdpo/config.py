@@ -386,10 +386,9 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
     raise NcdpoError(f"config {name}: unsupported type {tp}")
 
 
-# Sections and fields that moved: the old names keep working everywhere (command line, config files, the configs
-# saved in checkpoints), as hidden aliases of the new ones.
+# Sections that were renamed: the old names keep working everywhere (command line, config files, the configs saved in
+# checkpoints), as hidden aliases of the new ones.
 SECTION_ALIASES = {"gaussian": "mlp"}
-FIELD_ALIASES: dict[str, str] = {}
 
 # Fields that are ablations or diagnostics of the method, not part of any recipe (``--help`` lists them apart).
 ABLATION_FIELDS = (
@@ -407,7 +406,7 @@ def canonical_key(key: str) -> str:
     section, dot, rest = key.partition(".")
     if dot and section in SECTION_ALIASES:
         key = f"{SECTION_ALIASES[section]}.{rest}"
-    return FIELD_ALIASES.get(key, key)
+    return key
 
 
 def copy_config(cfg: Any) -> Any:
