@@ -1,4 +1,5 @@
-# Set-up and the two README commands. Everything runs in a local virtual environment (.venv).
+# Set-up and the two README commands. Everything runs in a local virtual environment (.venv); headless
+# rendering for the camera tasks (Mesa's EGL / OSMesa, Debian packages) is installed by scripts/setup_render.sh.
 #   make demo   - install, then run the main job on the shipped default
 #   make test   - install, then lint (ruff) and run the test suite
 # TORCH selects the PyTorch requirement installed before the package (default: torch==2.13.0, the
@@ -18,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev,manipulation,multiagent]"
 	$(BIN)/pip install -q --no-deps "robosuite==1.5.2"
+	bash scripts/setup_render.sh
 	touch $@
 
 demo: install

@@ -1,9 +1,7 @@
-import os
 
 import pytest
 import torch
 
-os.environ.setdefault("MUJOCO_GL", "disable")
 torch.set_num_threads(1)
 
 

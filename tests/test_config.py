@@ -26,7 +26,10 @@ def test_apply_overrides_leaves_the_callers_config_alone(key):
             str: lambda: default + "x",
         }[tp]()
     else:  # tuples and literals: a value other than the default
-        value = [7] if isinstance(default, tuple) else next(v for v in tp.__args__ if v != default)
+        if isinstance(default, tuple):
+            value = ["x"] if tp.__args__[0] is str else [7]
+        else:
+            value = next(v for v in tp.__args__ if v != default)
     new = apply_overrides(base, {key: value})
     assert to_dict(base) == before
     section, leaf = key.rsplit(".", 1)

@@ -7,7 +7,10 @@ They are imported on first use, so ``import ncdpo`` (and the CLI) stays light.
 
 from typing import Any
 
+from ncdpo import _gl
 from ncdpo.errors import NcdpoError
+
+_gl.preset()  # MuJoCo's headless OpenGL backend, before anything imports MuJoCo
 
 __version__ = "0.1.0"
 _API = {

@@ -18,6 +18,7 @@ import torch
 
 from ncdpo.config import TrainConfig
 from ncdpo.errors import NcdpoError
+from ncdpo.observations import obs_len
 
 
 class Policy:
@@ -41,6 +42,9 @@ class Policy:
         self.config: TrainConfig = cfg
         self.env_id, self.algo, self.act_steps = cfg.env.id, cfg.algo, cfg.act_steps
         self.obs_dim, self.act_dim = self.checkpoint.obs_dim, self.checkpoint.act_dim
+        self.obs_spec = self.agent.obs_spec
+        """A camera task's observation entries (names, shapes, dtypes: the cameras and image size it was
+        trained with); None for a flat observation."""
         self.discrete = self.agent.discrete
         self.deterministic = deterministic
         self.device = next(self.agent.parameters()).device
@@ -77,28 +81,60 @@ class Policy:
         else:
             self._left[np.asarray(rows)] = 0
 
+    def _rows(self, obs: Any) -> tuple[Any, bool]:
+        """``obs`` as a batch of rows, and whether it was one observation; checked against the saved layout."""
+        spec = self.obs_spec
+        if spec is None:
+            if isinstance(obs, dict):
+                raise NcdpoError(
+                    f"policy for {self.env_id} takes a flat observation of {self.obs_dim} numbers, not a dict"
+                )
+            obs = np.asarray(obs)
+            single = obs.ndim == 1
+            rows = obs[None] if single else obs
+            if rows.ndim != 2 or rows.shape[1] != self.obs_dim:
+                raise NcdpoError(
+                    f"policy for {self.env_id} takes observations of {self.obs_dim} numbers, got shape "
+                    f"{tuple(obs.shape)}"
+                )
+            return rows, single
+        if not isinstance(obs, dict):
+            raise NcdpoError(f"policy for {self.env_id} takes a dict observation ({spec.describe()})")
+        missing = [k for k in spec.names if k not in obs]
+        if missing:
+            raise NcdpoError(f"observation lacks entry '{missing[0]}' (the policy reads {spec.describe()})")
+        first = spec.names[0]
+        single = np.asarray(obs[first]).ndim == len(spec.shape(first))
+        rows = {}
+        for k, shape, _ in spec.keys:
+            v = np.asarray(obs[k])
+            v = v[None] if single else v
+            if tuple(v.shape[1:]) != tuple(shape):
+                raise NcdpoError(
+                    f"observation entry '{k}' has shape {tuple(np.asarray(obs[k]).shape)}; the policy was trained on "
+                    f"{tuple(shape)} per row (cameras and image size are saved with it)"
+                )
+            rows[k] = v
+        return rows, single
+
     @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool | None = None, mask: np.ndarray | None = None) -> Any:
+    def act(self, obs: Any, deterministic: bool | None = None, mask: np.ndarray | None = None) -> Any:
         """The next env action for ``obs`` (obs_dim,) -> (act_dim,) or an int; a batch (B, obs_dim) -> (B, act_dim)
-        or (B,) ints. ``mask``: the legal discrete actions, (n_actions,) or (B, n_actions)."""
-        obs = np.asarray(obs)
-        single = obs.ndim == 1
-        rows = obs[None] if single else obs
-        if rows.ndim != 2 or rows.shape[1] != self.obs_dim:
-            raise NcdpoError(
-                f"policy for {self.env_id} takes observations of {self.obs_dim} numbers, got shape {tuple(obs.shape)}"
-            )
-        if self._left is not None and len(self._left) != len(rows):
+        or (B,) ints; a camera task's dict observation (one, or a dict of batches) likewise. ``mask``: the legal
+        discrete actions, (n_actions,) or (B, n_actions)."""
+        rows, single = self._rows(obs)
+        n = obs_len(rows)
+        if self._left is not None and len(self._left) != n:
             self.reset()  # a different number of rows: start over
-        need = np.ones(len(rows), bool) if self._left is None else self._left == 0
+        need = np.ones(n, bool) if self._left is None else self._left == 0
         if need.any():
             self._decide(rows, need, deterministic, None if mask is None else np.atleast_2d(mask))
         taken = self.act_steps - self._left
-        out = self._queue[np.arange(len(rows)), taken]
+        out = self._queue[np.arange(n), taken]
         self._left -= 1
         return out[0] if single else out
 
-    def _decide(self, rows: np.ndarray, need: np.ndarray, deterministic: bool | None, mask: np.ndarray | None) -> None:
+    def _decide(self, rows: Any, need: np.ndarray, deterministic: bool | None, mask: np.ndarray | None) -> None:
         from ncdpo.training.evaluation import decide
 
         det = self.deterministic if deterministic is None else deterministic
@@ -109,12 +145,12 @@ class Policy:
             action = decide(self.agent, self.obs_norm, rows, det, mask).action.cpu().numpy()
             self._rng = self._rng_now()
         if self.discrete:
-            chunk = action.reshape(len(rows), 1)
+            chunk = action.reshape(obs_len(rows), 1)
         else:
             chunk = to_env(action, self.action_low, self.action_high)  # (rows, act_steps, act_dim), elementwise
         if self._queue is None:
             self._queue = chunk
-            self._left = np.full(len(rows), self.act_steps)
+            self._left = np.full(obs_len(rows), self.act_steps)
         else:  # every row decides at once when the rows run in step; otherwise only those whose queue is empty
             self._queue[need] = chunk[need]
             self._left[need] = self.act_steps

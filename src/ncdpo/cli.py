@@ -43,6 +43,7 @@ SECTION_TITLES = {
     "dppo": "DPPO (dppo.*)",
     "mlp": "MLP policy of algo ppo (mlp.*)",
     "critic": "critic (critic.*)",
+    "encoder": "image encoders of camera tasks (encoder.*)",
     "pretrain": "behaviour cloning (pretrain.*)",
 }
 

@@ -119,6 +119,7 @@ def cmd_demos(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ncdpo.algos import load_agent
     from ncdpo.checkpoint import atomic_write_bytes
+    from ncdpo.envs.registry import env_kwargs
     from ncdpo.training.evaluation import evaluate
 
     if args.episodes < 1:
@@ -147,6 +148,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg.env.max_episode_steps,
         max_envs=args.n_envs,
         vector=cfg.env.vector,
+        options=env_kwargs(cfg.env),
     )
     mode = "deterministic" if deterministic else "sampled"
     print(

@@ -50,6 +50,11 @@ class EnvConfig:
     """Scale rewards by the running std of the discounted return (as gymnasium's NormalizeReward)."""
     clip_obs: float = 10.0
     """Clip normalised observations to [-clip_obs, clip_obs]."""
+    cameras: tuple[str, ...] = ()
+    """Camera tasks (``*-image``): the cameras rendered, by MuJoCo name (empty: the task's own, e.g.
+    ``robot0_eye_in_hand`` for lift-image); each becomes a ``<camera>_image`` observation entry."""
+    image_size: int = 0
+    """Camera tasks: the square image size in pixels (0: the task's, 84)."""
 
 
 @dataclass
@@ -213,6 +218,37 @@ class CriticConfig:
     unbiased baseline (xi is drawn before the last step's exploration noise) and it takes out of the
     advantage the spread of actions caused by the chain noise, which V(s) leaves in (choice; helps
     fine-tuning a behaviour-cloned policy whose chain spread is much larger than ``sigma_exp``)."""
+    privileged: bool = False
+    """Dict observations: the critic reads every low-dim entry, including the privileged simulator state
+    (e.g. ``object``), through an MLP and no image encoder, while the actor reads only the cameras and
+    proprioception (an asymmetric actor-critic)."""
+
+
+@dataclass
+class EncoderConfig:
+    """Image encoders (dict observations with cameras): one per camera, its features concatenated with the
+    low-dim entries; the actor's encoder is part of the policy, the critic has its own."""
+
+    kind: Literal["conv", "vit"] = "conv"
+    """``conv``: a DrQ-style conv stack (4 layers of 3x3 convolutions, the first two with stride 2, then a
+    linear layer, LayerNorm and tanh); ``vit``: DPPO's small ViT (patches, transformer blocks, a linear
+    projection of all patch tokens)."""
+    feature_dim: int = 64
+    """Features per camera."""
+    channels: int = 32
+    """conv: channels of every conv layer."""
+    patch: int = 8
+    """vit: patch size in pixels (must divide the image size)."""
+    embed_dim: int = 128
+    """vit: token width."""
+    depth: int = 1
+    """vit: transformer blocks."""
+    heads: int = 4
+    """vit: attention heads."""
+    aug_pad: int = 4
+    """Random-shift augmentation (DrQ's): images shifted by up to this many pixels, edges repeated, in
+    behaviour cloning (every minibatch) and in the RL update (one shift per decision per iteration, with
+    log pi_old and V_old recomputed on the shifted images so the ratio starts at 1); 0 turns it off."""
 
 
 @dataclass
@@ -293,6 +329,8 @@ class TrainConfig:
     """MLP policy settings (algo ppo)."""
     critic: CriticConfig = field(default_factory=CriticConfig)
     """Critic settings."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """Image encoder settings (tasks with cameras)."""
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     """Behaviour-cloning settings (``ncdpo pretrain`` only)."""
 
@@ -582,4 +620,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(q.randn_clip > 0, f"dppo.randn_clip must be positive (got {q.randn_clip})")
     need(all(h >= 1 for h in cfg.mlp.hidden_dims), "mlp.hidden_dims must be positive")
     need(all(h >= 1 for h in cfg.critic.hidden_dims), "critic.hidden_dims must be positive")
+    need(cfg.env.image_size == 0 or 8 <= cfg.env.image_size <= 1024, "env.image_size must be 0 or in [8, 1024]")
+    e = cfg.encoder
+    need(e.kind in ("conv", "vit"), f"encoder.kind must be conv or vit (got {e.kind!r})")
+    need(e.feature_dim >= 1, f"encoder.feature_dim must be >= 1 (got {e.feature_dim})")
+    need(e.channels >= 1, f"encoder.channels must be >= 1 (got {e.channels})")
+    need(e.patch >= 1, f"encoder.patch must be >= 1 (got {e.patch})")
+    need(e.embed_dim >= 1 and e.heads >= 1, "encoder.embed_dim and encoder.heads must be >= 1")
+    need(e.embed_dim % e.heads == 0, f"encoder.embed_dim ({e.embed_dim}) must be a multiple of encoder.heads")
+    need(e.depth >= 0, f"encoder.depth must be >= 0 (got {e.depth})")
+    need(e.aug_pad >= 0, f"encoder.aug_pad must be >= 0 (got {e.aug_pad})")
     return cfg

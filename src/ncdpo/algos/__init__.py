@@ -31,15 +31,20 @@ def make_agent(cfg: TrainConfig, obs_dim: int, act_dim: int, spec: EnvSpec | Non
 def load_agent(path: str | Path, device: str = "cpu") -> tuple[Agent, ObsNormalizer, Checkpoint]:
     """Rebuild exactly the agent and observation normaliser a checkpoint was saved from (in eval mode)."""
     from ncdpo.checkpoint import load_checkpoint, load_module_state
-    from ncdpo.policies.common import ObsNormalizer
+    from ncdpo.errors import NcdpoError
+    from ncdpo.policies.common import make_obs_normalizer
     from ncdpo.training.run import resolve_device
 
     ck = load_checkpoint(path)
     cfg = ck.config
-    agent = make_agent(cfg, ck.obs_dim, ck.act_dim, EnvSpec.from_meta(ck.meta))
+    spec = EnvSpec.from_meta(ck.meta)
+    agent = make_agent(cfg, ck.obs_dim, ck.act_dim, spec)
     load_module_state(agent, ck.prefixed("agent"), f"checkpoint {ck.path}")
-    obs_norm = ObsNormalizer(ck.obs_dim, cfg.env.norm_obs, cfg.env.clip_obs)
-    obs_norm.rms.load(ck.tensors, "obs_rms")
+    obs_norm = make_obs_normalizer(spec, cfg.env.norm_obs, cfg.env.clip_obs)
+    try:
+        obs_norm.rms.load(ck.tensors, "obs_rms")
+    except (KeyError, ValueError) as e:
+        raise NcdpoError(f"checkpoint {ck.path} holds no usable observation statistics ({e})") from None
     return agent.to(resolve_device(device)).eval(), obs_norm, ck
 
 

@@ -9,8 +9,8 @@ log-probabilities of the stored actions with gradients (:meth:`Agent.log_prob_en
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -55,17 +55,46 @@ class Agent(nn.Module):
             raise ValueError(f"spec {self.spec} does not match obs/act dims ({obs_dim}, {act_dim})")
         self.obs_dim, self.act_dim, self.act_steps = obs_dim, act_dim, cfg.act_steps
         self.discrete = self.spec.discrete
-        critic_in = obs_dim - self.spec.critic_start + self.critic_extra_dim
-        self.critic = Critic(critic_in, cfg.critic.hidden_dims, cfg.critic.activation)
+        self.obs_spec = self.spec.obs_spec
+        self.aug_pad = cfg.encoder.aug_pad if self.obs_spec is not None and self.obs_spec.image_keys else 0
+        if self.obs_spec is None:
+            if cfg.critic.privileged:
+                raise NcdpoError(
+                    "critic.privileged applies to dict observations with privileged entries (-image tasks)"
+                )
+            critic_in, critic_encoder = obs_dim - self.spec.critic_start + self.critic_extra_dim, None
+        else:
+            from ncdpo.policies.encoders import critic_encoder as make_critic_encoder
+
+            if self.discrete or self.spec.n_agents > 1:
+                raise NcdpoError("dict (camera) observations need a single-agent task with continuous actions")
+            critic_in = self.critic_extra_dim
+            critic_encoder = make_critic_encoder(self.obs_spec, cfg.encoder, cfg.critic.privileged)
+        self.critic = Critic(critic_in, cfg.critic.hidden_dims, cfg.critic.activation, critic_encoder)
         self.value_norm = ValueNorm() if cfg.ppo.norm_value else None
 
+    def actor_encoder(self, cfg: TrainConfig) -> tuple[nn.Module | None, int]:
+        """The actor's encoder for a dict observation and its feature width; ``(None, actor_dim)`` for a vector."""
+        if self.obs_spec is None:
+            return None, self.spec.actor_dim
+        from ncdpo.policies.encoders import actor_encoder
+
+        enc = actor_encoder(self.obs_spec, cfg.encoder)
+        return enc, enc.out_dim
+
     # ---------------------------------------------------------------- what the actor and critic read
-    def actor_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        """The part of a row's observation the actor reads (a multi-agent row: local obs and agent id)."""
+    def actor_obs(self, obs: Any) -> Any:
+        """The part of a row's observation the actor reads (a multi-agent row: local obs and agent id; a dict
+        observation: all of it, its encoder picks the entries)."""
+        if isinstance(obs, dict):
+            return obs
         return obs if self.spec.actor_dim == obs.shape[-1] else obs[:, : self.spec.actor_dim]
 
-    def critic_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        """The part the critic reads (a multi-agent row: agent id and global state)."""
+    def critic_obs(self, obs: Any) -> torch.Tensor:
+        """What the critic reads (a multi-agent row: agent id and global state; a dict observation: its own
+        encoder's features)."""
+        if isinstance(obs, dict):
+            return self.critic.encode(obs)
         return obs if self.spec.critic_start == 0 else obs[:, self.spec.critic_start :]
 
     def critic_features(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -105,6 +134,43 @@ class Agent(nn.Module):
         """The PPO samples of a flattened rollout: one per decision here; DPPO makes one per denoising step."""
         return batch
 
+    def decision_log_prob(self, obs: Any, store: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log pi of the stored decisions, shaped as :meth:`act`'s ``log_prob`` (no gradients needed)."""
+        return self.log_prob_entropy(obs, store)[0]
+
+    def decisions_per_minibatch(self, minibatch_size: int) -> int:
+        """Decisions in one update minibatch of ``minibatch_size`` samples."""
+        return minibatch_size
+
+    @torch.no_grad()
+    def augment(self, batch: Batch, chunk: int = 256) -> Batch:
+        """Image observations (``encoder.aug_pad`` > 0): one random shift per decision for this update, drawn from
+        torch's generator, with log pi_old and V_old recomputed on the shifted images, so that the PPO ratio
+        compares old and new policy on the same input (it is 1 on the first minibatch). Otherwise ``batch``.
+
+        The recomputation runs in batches of ``chunk`` decisions, the update's minibatch size: a conv layer's
+        result can differ in the last bits between batch sizes, and with a small exploration std such a
+        difference would show in the ratio."""
+        if not self.aug_pad:
+            return batch
+        from ncdpo.observations import obs_index, obs_len
+        from ncdpo.policies.encoders import shift_images
+
+        gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        obs = shift_images(batch.obs, self.obs_spec.image_keys, self.aug_pad, gen)
+        n = obs_len(obs)
+        logps, values = [], []
+        for a in range(0, n, chunk):
+            idx = torch.arange(a, min(a + chunk, n), device=batch.log_prob.device)
+            o, st = obs_index(obs, idx), batch.minibatch_store(idx)
+            logps.append(self.decision_log_prob(o, st))
+            values.append(self.value(o, st))
+        return replace(batch, obs=obs, log_prob=torch.cat(logps), values=torch.cat(values))
+
+    def minibatch_order(self, n: int, device: torch.device) -> torch.Tensor:
+        """The order in which an epoch visits the ``n`` samples (a random permutation)."""
+        return torch.randperm(n, device=device)
+
     def advantage_scale(self, store: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Per-sample factor applied to the (normalised) advantages, or None."""
         return None
@@ -130,6 +196,7 @@ class Agent(nn.Module):
         algo = ck.meta.get("algo")
         if algo != self.algo and algo not in self.init_algos:
             raise NcdpoError(f"--init checkpoint {ck.path} holds a '{algo}' policy, not '{self.algo}'")
+        check_obs_spec(ck, self.spec, env_id, "--init checkpoint")
         if (ck.obs_dim, ck.act_dim) != (self.obs_dim, self.act_dim):
             raise NcdpoError(
                 f"--init checkpoint {ck.path} was made for obs/act dims ({ck.obs_dim}, {ck.act_dim}) "
@@ -147,6 +214,33 @@ class Agent(nn.Module):
 
     def check_init(self, ck: Checkpoint) -> None:
         """Refuse an ``--init`` checkpoint whose tensors fit but mean something else (before any is loaded)."""
+
+
+def check_obs_spec(ck: Checkpoint, spec: EnvSpec, env_id: str, what: str = "checkpoint") -> None:
+    """Refuse a checkpoint whose policy reads other observation entries (cameras, image sizes) than ``env_id``
+    produces, naming the first difference."""
+    saved = EnvSpec.from_meta(ck.meta).obs_spec
+    own = spec.obs_spec
+    if saved is None and own is None:
+        return
+    if saved is None or own is None:
+        kind = lambda s: "a flat vector" if s is None else "a dict observation"  # noqa: E731
+        raise NcdpoError(f"{what} {ck.path} was made for {kind(saved)} but {env_id} has {kind(own)}")
+    a, b = dict((k, s) for k, s, _ in saved.keys), dict((k, s) for k, s, _ in own.keys)
+    for k, shape in a.items():
+        if k not in b:
+            raise NcdpoError(
+                f"{what} {ck.path} reads observation entry '{k}' that {env_id} does not produce (it has: "
+                f"{', '.join(b)}; set env.cameras to the checkpoint's cameras)"
+            )
+        if tuple(shape) != tuple(b[k]):
+            size = lambda s: "x".join(map(str, s))  # noqa: E731
+            raise NcdpoError(
+                f"{what} {ck.path} was made for '{k}' of {size(shape)} but {env_id} gives {size(b[k])} (env.image_size)"
+            )
+    extra = [k for k in b if k not in a]
+    if extra:
+        raise NcdpoError(f"{what} {ck.path} does not read observation entry '{extra[0]}' that {env_id} produces")
 
 
 def check_same_prediction(ck: Checkpoint, prediction: str) -> None:

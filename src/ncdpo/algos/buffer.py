@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
+from ncdpo.observations import ObsSpec, obs_index, obs_map
 
 
 @dataclass
 class Batch:
     """PPO samples, batch-first: one per decision, or (DPPO) one per (decision, fine-tuned denoising step)."""
 
-    obs: torch.Tensor
-    """Normalised observations the decisions were taken on."""
+    obs: Any
+    """Normalised observations the decisions were taken on: a tensor (B, obs_dim), or a dict of tensors
+    (images uint8)."""
     log_prob: torch.Tensor
     """log pi_old of the stored actions."""
     advantages: torch.Tensor
@@ -23,23 +27,35 @@ class Batch:
     """The critic's values at rollout time (the rollout's V_old)."""
     store: dict[str, torch.Tensor] = field(default_factory=dict)
     """What the agent stored to recompute its log-probabilities (chain noise, actions, masks, ...)."""
+    obs_rows: torch.Tensor | None = None
+    """Sample i reads observation ``obs_rows[i]`` (DPPO's samples share their decision's); None: row i."""
 
     def __len__(self) -> int:
-        return int(self.obs.shape[0])
+        return int(self.log_prob.shape[0])
 
     def minibatch_store(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v[idx] for k, v in self.store.items()}
 
+    def minibatch_obs(self, idx: torch.Tensor) -> Any:
+        """The observations of samples ``idx``."""
+        return obs_index(self.obs, idx if self.obs_rows is None else self.obs_rows[idx])
+
 
 @dataclass
 class RolloutBuffer:
-    """Fixed-size (T, N, ...) storage of one iteration's decisions."""
+    """Fixed-size (T, N, ...) storage of one iteration's decisions.
+
+    Observations are float32 (T, N, obs_dim), or for a dict observation (``obs_spec``) one tensor per entry in
+    its own dtype: camera images stay uint8 (T, N, H, W, 3) -- 4x smaller than as floats
+    (:meth:`obs_bytes_per_decision`).
+    """
 
     T: int
     N: int
     obs_dim: int
     device: torch.device
-    obs: torch.Tensor = field(init=False)
+    obs_spec: ObsSpec | None = None
+    obs: Any = field(init=False)
     rewards: torch.Tensor = field(init=False)
     dones: torch.Tensor = field(init=False)
     values: torch.Tensor = field(init=False)
@@ -50,7 +66,14 @@ class RolloutBuffer:
         def z(*s: int) -> torch.Tensor:
             return torch.zeros(self.T, self.N, *s, device=self.device)
 
-        self.obs, self.rewards, self.dones, self.values = z(self.obs_dim), z(), z(), z()
+        if self.obs_spec is None:
+            self.obs = z(self.obs_dim)
+        else:
+            self.obs = {
+                k: torch.zeros(self.T, self.N, *s, device=self.device, dtype=getattr(torch, d))
+                for k, s, d in self.obs_spec.keys
+            }
+        self.rewards, self.dones, self.values = z(), z(), z()
         self.log_probs = z()  # reshaped on the first add if the agent returns several log-probs per decision
 
     def add(
@@ -68,7 +91,12 @@ class RolloutBuffer:
             self.log_probs = torch.zeros(self.T, *log_prob.shape, device=self.device)
         if not self.store:
             self.store = {k: torch.zeros(self.T, *v.shape, device=self.device, dtype=v.dtype) for k, v in store.items()}
-        self.obs[t], self.values[t], self.log_probs[t] = obs, value, log_prob
+        if isinstance(self.obs, dict):
+            for k, v in self.obs.items():
+                v[t] = obs[k]
+        else:
+            self.obs[t] = obs
+        self.values[t], self.log_probs[t] = value, log_prob
         self.rewards[t], self.dones[t] = reward, done
         for k, v in store.items():
             self.store[k][t] = v
@@ -81,10 +109,16 @@ class RolloutBuffer:
             return x.reshape(B, *x.shape[2:])
 
         return Batch(
-            flat(self.obs),
+            obs_map(self.obs, flat),
             flat(self.log_probs),
             flat(advantages),
             flat(returns),
             flat(self.values),
             {k: flat(v) for k, v in self.store.items()},
         )
+
+    def obs_bytes_per_decision(self) -> int:
+        """Bytes of observation stored per decision (one env row at one step)."""
+        if isinstance(self.obs, dict):
+            return int(sum(v[0, 0].numel() * v.element_size() for v in self.obs.values()))
+        return int(self.obs[0, 0].numel() * self.obs.element_size())

@@ -45,9 +45,11 @@ class DPPOAgent(Agent):
         super().__init__(obs_dim, act_dim, cfg, spec)
         if self.discrete or self.spec.n_agents > 1:
             raise NcdpoError("dppo supports single-agent tasks with continuous actions only (use ncdpo or ppo)")
-        self.policy = DiffusionPolicy(obs_dim, act_dim, cfg.horizon, cfg.act_steps, cfg.diffusion)
+        encoder, in_dim = self.actor_encoder(cfg)
+        self.policy = DiffusionPolicy(in_dim, act_dim, cfg.horizon, cfg.act_steps, cfg.diffusion, encoder)
         self.base = copy.deepcopy(self.policy.denoiser).requires_grad_(False)
-        """Frozen pre-trained denoiser for the first ``n_chain - K'`` steps."""
+        """Frozen pre-trained denoiser for the first ``n_chain - K'`` steps (conditioned on the same encoder
+        features as the fine-tuned steps: the encoder runs once per decision and learns through those)."""
         q = cfg.dppo
         self.q = q
         n = self.policy.n_chain
@@ -80,19 +82,22 @@ class DPPOAgent(Agent):
             self.base.load_state_dict(self.policy.denoiser.state_dict())
 
     def actor_parameters(self) -> list[torch.nn.Parameter]:
-        return list(self.policy.denoiser.parameters())
+        enc = self.policy.encoder
+        return list(self.policy.denoiser.parameters()) + (list(enc.parameters()) if enc is not None else [])
 
     # ---------------------------------------------------------------- acting
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None) -> ActOutput:
-        pol, B = self.policy, obs.shape[0]
-        x = torch.randn(B, pol.horizon * pol.act_dim, device=obs.device)
+        pol = self.policy
+        feat = pol.encode(obs)
+        B = feat.shape[0]
+        x = torch.randn(B, pol.horizon * pol.act_dim, device=feat.device)
         chain, logps = [], []
         for j in range(pol.n_chain):
             ft = j >= self.first_ft
             if j == self.first_ft:
                 chain.append(x)
-            mean = pol.step_mean(x, obs, j, pol.denoiser if ft else self.base)
+            mean = pol.step_mean(x, feat, j, pol.denoiser if ft else self.base)
             if deterministic:
                 std = 0.0 if j + 1 == pol.n_chain else self.det_std[j]
             else:
@@ -108,33 +113,76 @@ class DPPOAgent(Agent):
 
     # ---------------------------------------------------------------- PPO over (decision, denoising step)
     def training_samples(self, batch: Batch) -> Batch:
-        """One PPO sample per (decision, fine-tuned denoising step): the step's input and output latents."""
+        """One PPO sample per (decision, fine-tuned denoising step): the step's input and output latents. The
+        samples share their decision's observation (``obs_rows``) instead of copying it K' times."""
         B, K = len(batch), self.k_ft
 
         def rep(t: torch.Tensor) -> torch.Tensor:
             return t.repeat_interleave(K, 0)
 
         chain = batch.store["chain"]
+        dev = batch.log_prob.device
         samples = {
             "x": chain[:, :-1].reshape(B * K, -1),
             "x_next": chain[:, 1:].reshape(B * K, -1),
-            "k": torch.arange(K, device=batch.obs.device).repeat(B),
+            "k": torch.arange(K, device=dev).repeat(B),
+            "decision": torch.arange(B, device=dev).repeat_interleave(K),
         }
         return Batch(
-            rep(batch.obs),
+            batch.obs,
             batch.log_prob.reshape(B * K),
             rep(batch.advantages),
             rep(batch.returns),
             rep(batch.values),
             samples,
+            obs_rows=samples["decision"],
         )
 
-    def log_prob_entropy(self, obs: torch.Tensor, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def minibatch_order(self, n: int, device: torch.device) -> torch.Tensor:
+        """Dict observations: whole decisions (all K' steps of each) in random order, so that a minibatch
+        encodes each of its images once; vectors: every sample shuffled on its own (DPPO's)."""
+        if self.obs_spec is None:
+            return torch.randperm(n, device=device)
+        K = self.k_ft
+        d = torch.randperm(n // K, device=device)
+        return (d[:, None] * K + torch.arange(K, device=device)[None]).reshape(-1)
+
+    def decisions_per_minibatch(self, minibatch_size: int) -> int:
+        return max(1, minibatch_size // self.k_ft) if self.obs_spec is not None else minibatch_size
+
+    def _features(self, obs: Any, store: dict[str, torch.Tensor], encode: Any) -> torch.Tensor:
+        """``encode`` of each sample's observation, run once per distinct decision of the minibatch."""
+        if "decision" not in store or not isinstance(obs, dict):
+            return encode(obs)
+        from ncdpo.observations import obs_index
+
+        uniq, inv = torch.unique(store["decision"], return_inverse=True)
+        # one sample of each decision (its samples share the observation, so any one will do)
+        one = torch.zeros(len(uniq), dtype=torch.long, device=inv.device).scatter_(
+            0, inv, torch.arange(len(inv), device=inv.device)
+        )
+        return encode(obs_index(obs, one))[inv]
+
+    def critic_features(self, obs: Any, store: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._features(obs, store, self.critic_obs)
+
+    def log_prob_entropy(self, obs: Any, store: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         k = store["k"]
-        mean = self.policy.step_mean(store["x"], obs, k + self.first_ft)
+        feat = self._features(obs, store, self.policy.encode)
+        mean = self.policy.step_mean(store["x"], feat, k + self.first_ft)
         std = self.logprob_std[k][:, None]
         entropy = (0.5 * (1.0 + math.log(2 * math.pi)) + std.log()).mean()
         return step_log_prob(store["x_next"], mean, std), entropy
+
+    def decision_log_prob(self, obs: Any, store: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, K') log-probabilities of each stored chain's fine-tuned steps (the update's log pi_old)."""
+        feat = self.policy.encode(obs)
+        chain = store["chain"]
+        out = []
+        for k in range(self.k_ft):
+            mean = self.policy.step_mean(chain[:, k], feat, self.first_ft + k)
+            out.append(step_log_prob(chain[:, k + 1], mean, self.logprob_std[k]))
+        return torch.stack(out, 1)
 
     def advantage_scale(self, store: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.adv_scale[store["k"]]

@@ -33,7 +33,8 @@ class NCDPOAgent(Agent):
         if self.discrete:
             self.policy: DiffusionPolicy = DiscreteDiffusionPolicy(self.spec.actor_dim, act_dim, cfg.diffusion)
         else:
-            self.policy = DiffusionPolicy(self.spec.actor_dim, act_dim, cfg.horizon, cfg.act_steps, cfg.diffusion)
+            encoder, in_dim = self.actor_encoder(cfg)
+            self.policy = DiffusionPolicy(in_dim, act_dim, cfg.horizon, cfg.act_steps, cfg.diffusion, encoder)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None) -> ActOutput:
         if self.discrete:

@@ -22,7 +22,8 @@ class PPOAgent(Agent):
         if self.discrete:
             self.policy: torch.nn.Module = CategoricalPolicy(self.spec.actor_dim, act_dim, cfg.mlp)
         else:
-            self.policy = GaussianPolicy(self.spec.actor_dim, act_dim, cfg.act_steps, cfg.mlp)
+            encoder, in_dim = self.actor_encoder(cfg)
+            self.policy = GaussianPolicy(in_dim, act_dim, cfg.act_steps, cfg.mlp, encoder)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None) -> ActOutput:
         if self.discrete:

@@ -35,7 +35,7 @@ class _Minibatches:
 
     def _value_loss(self, idx: torch.Tensor, store: dict[str, torch.Tensor]) -> torch.Tensor:
         p = self.p
-        new_v = self.agent.critic_value(self.batch.obs[idx], store)
+        new_v = self.agent.critic_value(self.batch.minibatch_obs(idx), store)
         return losses.value_loss(new_v, self.v_old[idx], self.v_ret[idx], p.clip_coef if p.clip_vloss else None)
 
     def _step(self, loss: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ class _Minibatches:
         """One clipped-PPO step on minibatch ``idx``; False when the approximate KL stops the update first."""
         p, b, agent = self.p, self.batch, self.agent
         store = b.minibatch_store(idx)
-        new_logp, entropy = agent.log_prob_entropy(b.obs[idx], store)
+        new_logp, entropy = agent.log_prob_entropy(b.minibatch_obs(idx), store)
         adv = b.advantages[idx]
         if p.norm_adv and len(idx) > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -102,11 +102,13 @@ def ppo_update(
     metrics of the update.
     """
     p = cfg.ppo
-    batch = agent.training_samples(buf.batch(adv, returns))
+    batch = agent.training_samples(
+        agent.augment(buf.batch(adv, returns), agent.decisions_per_minibatch(p.minibatch_size))
+    )
     mb = _Minibatches(agent, optimizer, batch, p)
     B, epochs_done = len(batch), 0
     for _epoch in range(p.update_epochs):
-        perm = torch.randperm(B, device=batch.obs.device)
+        perm = agent.minibatch_order(B, batch.log_prob.device)
         stop = False
         for start in range(0, B, p.minibatch_size):
             idx = perm[start : start + p.minibatch_size]

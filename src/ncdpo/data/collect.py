@@ -15,6 +15,7 @@ import torch
 
 from ncdpo.data.dataset import Dataset, Episode
 from ncdpo.errors import NcdpoError
+from ncdpo.observations import obs_copy, obs_index, obs_stack, row_of, set_row
 
 
 class _Recorder:
@@ -29,9 +30,9 @@ class _Recorder:
     def _empty() -> dict[str, list[Any]]:
         return {"obs": [], "act": [], "rew": []}
 
-    def add(self, i: int, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
+    def add(self, i: int, obs: Any, action: np.ndarray, reward: float) -> None:
         b = self.bufs[i]
-        b["obs"].append(obs.copy())
+        b["obs"].append(obs_copy(obs))
         b["act"].append(action)
         b["rew"].append(reward)
 
@@ -43,9 +44,10 @@ class _Recorder:
         if T:
             dones = np.zeros(T, bool)
             dones[-1] = terminated
+            obs = obs_stack(b["obs"]) if isinstance(b["obs"][0], dict) else np.array(b["obs"], np.float32)
             self.episodes.append(
                 Episode(
-                    np.array(b["obs"], np.float32),
+                    obs,
                     np.array(b["act"], np.float32),
                     np.array(b["rew"], np.float32),
                     dones,
@@ -73,7 +75,7 @@ def collect(
     (``truncated=True``).
     """
     from ncdpo.algos import load_agent
-    from ncdpo.envs.registry import make_env
+    from ncdpo.envs.registry import env_kwargs, make_env
     from ncdpo.training.evaluation import decide
 
     if (episodes > 0) == (transitions > 0):
@@ -83,26 +85,26 @@ def collect(
     agent, obs_norm, ck = load_agent(checkpoint, device)
     cfg = ck.config
     n_envs = max(1, min(n_envs, episodes) if episodes else n_envs)
-    envs = [make_env(cfg.env.id, 1, cfg.env.max_episode_steps) for _ in range(n_envs)]
+    envs = [make_env(cfg.env.id, 1, cfg.env.max_episode_steps, env_kwargs(cfg.env)) for _ in range(n_envs)]
     to_env = envs[0].to_env_action
     low, high = envs[0].action_low.astype(np.float32), envs[0].action_high.astype(np.float32)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
+    obs = obs_stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
     rec = _Recorder(n_envs)
     total, started = 0, n_envs  # env steps so far, episodes begun so far
     active = np.ones(n_envs, bool)
     while active.any():
         idx = np.nonzero(active)[0]
-        chunks = decide(agent, obs_norm, obs[idx], deterministic).action.cpu().numpy()
+        chunks = decide(agent, obs_norm, obs_index(obs, idx), deterministic).action.cpu().numpy()
         for j, i in enumerate(idx):
             for a in chunks[j]:
                 if action_noise > 0:
                     a = a + rng.normal(0.0, action_noise, a.shape)
                 env_a = to_env(a)
                 o2, r, term, trunc, _ = envs[i].env.step(env_a)  # below the chunking wrapper: one env step
-                rec.add(i, obs[i], np.clip(env_a, low, high), float(r))
-                obs[i] = o2
+                rec.add(i, row_of(obs, i), np.clip(env_a, low, high), float(r))
+                set_row(obs, i, o2)
                 total += 1
                 if transitions and total >= transitions:
                     rec.finish(i, bool(term), True, collection_cut=not trunc)
@@ -114,7 +116,7 @@ def collect(
                         active[i] = False
                     else:
                         started += 1
-                        obs[i] = envs[i].reset(seed=seed + started)[0]
+                        set_row(obs, i, envs[i].reset(seed=seed + started)[0])
                     break
             if not active.any():
                 break

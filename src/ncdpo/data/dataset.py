@@ -3,7 +3,9 @@
 The format is HDF5 laid out like robomimic's::
 
     data/                      attrs: env_id, obs_dim, act_dim, action_low, action_high, total, meta (JSON)
-    data/demo_0/obs            (T, obs_dim) float32   observation before each action
+    data/demo_0/obs            (T, obs_dim) float32   observation before each action, or for a dict observation
+                               (camera tasks) robomimic's group of one dataset per key:
+    data/demo_0/obs/<camera>_image  (T, H, W, 3) uint8 (gzip-compressed), data/demo_0/obs/<key> (T, d) float32
     data/demo_0/actions        (T, act_dim) float32   executed action, in the env's units
     data/demo_0/rewards        (T,)         float32
     data/demo_0/dones          (T,)         bool      true on the step where the env *terminated*
@@ -36,8 +38,8 @@ FORMAT_VERSION = 1
 class Episode:
     """One episode (or the part of it that was recorded)."""
 
-    obs: np.ndarray
-    """(T, obs_dim) observation before each action."""
+    obs: Any
+    """(T, obs_dim) observation before each action, or a dict of (T, ...) arrays (images uint8)."""
     actions: np.ndarray
     """(T, act_dim) executed actions in the env's units."""
     rewards: np.ndarray
@@ -68,7 +70,19 @@ class Dataset:
 
     @property
     def obs_dim(self) -> int:
-        return int(self.episodes[0].obs.shape[1])
+        """Numbers per observation (all entries of a dict observation together)."""
+        o = self.episodes[0].obs
+        if isinstance(o, dict):
+            return int(sum(np.prod(v.shape[1:]) for v in o.values()))
+        return int(o.shape[1])
+
+    @property
+    def obs_keys(self) -> dict[str, tuple[tuple[int, ...], str]] | None:
+        """A dict observation's entries: per-row shape and dtype by name (None for flat observations)."""
+        o = self.episodes[0].obs
+        if not isinstance(o, dict):
+            return None
+        return {k: (tuple(int(x) for x in v.shape[1:]), np.asarray(v).dtype.name) for k, v in o.items()}
 
     @property
     def act_dim(self) -> int:
@@ -130,7 +144,17 @@ class Dataset:
                 for i, e in enumerate(self.episodes):
                     d = g.create_group(f"demo_{i}")
                     opts = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-                    d.create_dataset("obs", data=e.obs.astype(np.float32), **opts)
+                    if isinstance(e.obs, dict):  # robomimic's layout: obs/<key>
+                        og = d.create_group("obs")
+                        for k, v in e.obs.items():
+                            v = np.asarray(v)
+                            if v.dtype == np.uint8:
+                                chunks = (1, *v.shape[1:])  # one frame per chunk: reading a frame reads only it
+                                og.create_dataset(k, data=v, chunks=chunks, compression="gzip", compression_opts=4)
+                            else:
+                                og.create_dataset(k, data=v.astype(np.float32), **opts)
+                    else:
+                        d.create_dataset("obs", data=e.obs.astype(np.float32), **opts)
                     d.create_dataset("actions", data=e.actions.astype(np.float32), **opts)
                     d.create_dataset("rewards", data=e.rewards.astype(np.float32), **opts)
                     d.create_dataset("dones", data=e.dones.astype(bool), **opts)
@@ -156,8 +180,32 @@ def validate_dataset(ds: Dataset) -> Dataset:
     if not ds.episodes:
         raise NcdpoError(f"dataset {src} has no episodes")
     obs_dim, act_dim = None, None
+    keys0 = ds.obs_keys
     for i, e in enumerate(ds.episodes):
         where = f"dataset {src}, episode {i}"
+        if isinstance(e.obs, dict) or keys0 is not None:
+            _validate_dict_obs(e, keys0, where)
+            if e.actions.ndim != 2:
+                raise NcdpoError(f"{where}: actions must be 2-D (T, dim); got shape {e.actions.shape}")
+            T = len(e.actions)
+            if T == 0:
+                raise NcdpoError(f"{where} is empty")
+            if e.rewards.shape != (T,) or e.dones.shape != (T,):
+                raise NcdpoError(
+                    f"{where}: lengths disagree (actions {e.actions.shape}, rewards {e.rewards.shape}, dones "
+                    f"{e.dones.shape})"
+                )
+            act_dim = act_dim or e.actions.shape[1]
+            if e.actions.shape[1] != act_dim:
+                raise NcdpoError(f"{where}: action dim {e.actions.shape[1]} differs from episode 0's ({act_dim})")
+            for name in ("actions", "rewards"):
+                if not np.all(np.isfinite(getattr(e, name))):
+                    raise NcdpoError(f"{where}: '{name}' contains NaN or inf")
+            if e.dones[:-1].any():
+                raise NcdpoError(
+                    f"{where}: 'dones' is set before the last step (episodes must end where they terminate)"
+                )
+            continue
         if e.obs.ndim != 2 or e.actions.ndim != 2:
             raise NcdpoError(
                 f"{where}: obs and actions must be 2-D (T, dim); got shapes {e.obs.shape} and {e.actions.shape}"
@@ -189,10 +237,45 @@ def validate_dataset(ds: Dataset) -> Dataset:
     return ds
 
 
-def check_fits_env(ds: Dataset, env_id: str, obs_dim: int, act_dim: int) -> None:
-    """Raise if the dataset's dimensions do not fit the env."""
+def _validate_dict_obs(e: Episode, keys0: dict[str, Any] | None, where: str) -> None:
+    if not isinstance(e.obs, dict) or keys0 is None:
+        raise NcdpoError(f"{where}: mixes flat and dict observations")
+    T = len(e.actions)
+    if set(e.obs) != set(keys0):
+        raise NcdpoError(f"{where}: observation keys {sorted(e.obs)} differ from episode 0's {sorted(keys0)}")
+    for k, v in e.obs.items():
+        v = np.asarray(v)
+        if v.shape[0] != T:
+            raise NcdpoError(f"{where}: obs '{k}' has {v.shape[0]} steps but there are {T} actions")
+        if (tuple(v.shape[1:]), v.dtype.name) != keys0[k]:
+            raise NcdpoError(f"{where}: obs '{k}' has shape {v.shape[1:]} {v.dtype} unlike episode 0's {keys0[k]}")
+        if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+            raise NcdpoError(f"{where}: obs '{k}' contains NaN or inf")
+
+
+def check_fits_env(ds: Dataset, env_id: str, obs_dim: int, act_dim: int, obs_spec: Any = None) -> None:
+    """Raise if the dataset's dimensions (a dict observation: its entries, ``obs_spec``'s) do not fit the env."""
     if ds.act_dim != act_dim:
         raise NcdpoError(f"dataset {ds.source} has action dimension {ds.act_dim} but {env_id} has {act_dim}")
+    keys = ds.obs_keys
+    if obs_spec is not None or keys is not None:
+        if obs_spec is None or keys is None:
+            has = "dict observations" if keys is not None else "flat observations"
+            wants = "dict observations (cameras)" if obs_spec is not None else "flat observations"
+            raise NcdpoError(f"dataset {ds.source} holds {has} but {env_id} has {wants}")
+        for k, shape, dtype in obs_spec.keys:
+            if k not in keys:
+                what = "image key" if dtype == "uint8" else "observation key"
+                raise NcdpoError(
+                    f"dataset {ds.source} lacks the {what} '{k}' that {env_id} needs (it has: {', '.join(keys)})"
+                )
+            if keys[k][0] != tuple(shape):
+                size = lambda s: "x".join(map(str, s))  # noqa: E731
+                raise NcdpoError(
+                    f"dataset {ds.source} has '{k}' of {size(keys[k][0])} but {env_id} gives {size(shape)}"
+                    + (" (env.image_size, env.cameras)" if dtype == "uint8" else "")
+                )
+        return
     if ds.obs_dim != obs_dim:
         raise NcdpoError(f"dataset {ds.source} has observation dimension {ds.obs_dim} but {env_id} has {obs_dim}")
 
@@ -232,9 +315,16 @@ def _load_hdf5(path: Path) -> Dataset:
                 missing = [x for x in ("obs", "actions", "rewards", "dones") if x not in d]
                 if missing:
                     raise NcdpoError(f"dataset {path}: {k} lacks '{missing[0]}'")
+                if isinstance(d["obs"], h5py.Group):  # robomimic's layout: one dataset per observation key
+                    obs: Any = {}
+                    for name, v in d["obs"].items():
+                        a = np.asarray(v[()])
+                        obs[name] = a if a.dtype == np.uint8 else a.astype(np.float32)
+                else:
+                    obs = np.asarray(d["obs"][()], np.float32)
                 episodes.append(
                     Episode(
-                        np.asarray(d["obs"][()], np.float32),
+                        obs,
                         np.asarray(d["actions"][()], np.float32),
                         np.asarray(d["rewards"][()], np.float32).reshape(-1),
                         np.asarray(d["dones"][()]).astype(bool).reshape(-1),
@@ -367,7 +457,8 @@ def make_chunks(ds: Dataset, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """Behaviour-cloning pairs ``(obs_t, a_{t:t+horizon})`` with actions normalised to [-1, 1].
 
     Chunks never cross an episode boundary: near the end of an episode the chunk is padded by repeating the
-    episode's last action (as Diffusion Policy does). Returns ``(obs (N, obs_dim), chunks (N, horizon, act_dim))``.
+    episode's last action (as Diffusion Policy does). Returns ``(obs (N, obs_dim), chunks (N, horizon, act_dim))``
+    (a dict observation: a dict of (N, ...) arrays).
     """
     if horizon < 1:
         raise NcdpoError(f"horizon must be >= 1 (got {horizon})")
@@ -376,6 +467,9 @@ def make_chunks(ds: Dataset, horizon: int) -> tuple[np.ndarray, np.ndarray]:
         a = ds.normalize_actions(e.actions)
         T = len(a)
         idx = np.minimum(np.arange(T)[:, None] + np.arange(horizon)[None, :], T - 1)
-        all_obs.append(e.obs.astype(np.float32))
+        all_obs.append(e.obs if isinstance(e.obs, dict) else e.obs.astype(np.float32))
         all_chunks.append(a[idx])
+    if isinstance(all_obs[0], dict):  # a dict of (N, ...) arrays, images kept uint8
+        obs = {k: np.concatenate([o[k] for o in all_obs]) for k in all_obs[0]}
+        return obs, np.concatenate(all_chunks)
     return np.concatenate(all_obs), np.concatenate(all_chunks)

@@ -206,7 +206,7 @@ def run_episode(
     env.reset(seed=seed)
     demo = Demonstrator(env, np.random.default_rng(seed), noise, offset, mistake, skill)
     obs_l, act_l, rew_l = [], [], []
-    obs = env.flatten_obs(env.last_raw_obs)
+    obs = env.current_obs()
     while True:
         a = demo.act()
         obs_l.append(obs)
@@ -215,8 +215,10 @@ def run_episode(
         rew_l.append(r)
         if terminated or truncated:
             break
+    from ncdpo.observations import obs_stack
+
     return {
-        "obs": np.asarray(obs_l, np.float32),
+        "obs": obs_stack(obs_l) if isinstance(obs_l[0], dict) else np.asarray(obs_l, np.float32),
         "actions": np.asarray(act_l, np.float32),
         "rewards": np.asarray(rew_l, np.float32),
         "terminated": bool(terminated),

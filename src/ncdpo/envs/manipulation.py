@@ -84,7 +84,14 @@ class RobosuiteEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, task: str, reward: str = "sparse", max_episode_steps: int = 0) -> None:
+    def __init__(
+        self,
+        task: str,
+        reward: str = "sparse",
+        max_episode_steps: int = 0,
+        cameras: tuple[str, ...] = (),
+        image_size: int = 84,
+    ) -> None:
         if task not in SPECS:
             raise NcdpoError(f"unknown manipulation task '{task}' (known: {', '.join(SPECS)})")
         if reward not in ("sparse", "dense"):
@@ -129,24 +136,59 @@ class RobosuiteEnv(gym.Env):
         for name, n in layout:
             self.obs_layout.append((name, slice(start, start + n)))
             start += n
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (start,), np.float32)
+        self.cameras = tuple(cameras)
+        self.render_images = True
+        """Render the cameras on the next step (:class:`~ncdpo.envs.wrappers.ActionChunk` turns it off for the
+        steps inside a chunk whose observation nobody reads)."""
+        if self.cameras:
+            from ncdpo.envs.render import CameraRenderer
+
+            self.renderer = CameraRenderer(self.env.sim.model._model, self.env.sim.data._data, self.cameras, image_size)
+            box = {
+                name: gym.spaces.Box(-np.inf, np.inf, (sl.stop - sl.start,), np.float32) for name, sl in self.obs_layout
+            }
+            box["object"] = box.pop("object-state")
+            for cam in self.cameras:
+                box[f"{cam}_image"] = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+            self.observation_space = gym.spaces.Dict(box)
+        else:
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (start,), np.float32)
         low, high = self.env.action_spec
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
         self.t = 0
         self.last_raw_obs: dict[str, np.ndarray] = obs
 
     # -------------------------------------------------------------------------------------------- API
-    def flatten_obs(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Keep ``obs`` as the latest raw observation and flatten it in :attr:`obs_layout` order."""
+    privileged_keys = ("object",)
+    """Of a camera task's observation: the simulator's object poses, which only a privileged critic reads."""
+
+    def observe(self, obs: dict[str, np.ndarray]) -> Any:
+        """Keep ``obs`` (robosuite's) as the latest raw observation and return this env's: flattened in
+        :attr:`obs_layout` order, or with cameras a dict of robomimic's low-dim keys (``robot0_eef_pos``, ...,
+        ``object``) and one ``<camera>_image`` per camera (rendered only if :attr:`render_images`)."""
         self.last_raw_obs = obs
-        return np.concatenate([np.asarray(obs[name], np.float32).reshape(-1) for name, _ in self.obs_layout])
+        if not self.cameras:
+            return np.concatenate([np.asarray(obs[name], np.float32).reshape(-1) for name, _ in self.obs_layout])
+        out = {
+            ("object" if name == "object-state" else name): np.asarray(obs[name], np.float32).reshape(-1)
+            for name, _ in self.obs_layout
+        }
+        if self.render_images:
+            out.update({f"{cam}_image": img for cam, img in self.renderer.render().items()})
+        return out
+
+    def current_obs(self) -> Any:
+        """The observation of the current state, cameras rendered."""
+        self.render_images = True
+        return self.observe(self.last_raw_obs)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         if seed is not None:  # robosuite's placement samplers and robot init noise share this one generator
             self.env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
         self.t = 0
-        return self.flatten_obs(self.env.reset()), {"is_success": False}
+        self.render_images = True
+        return self.observe(self.env.reset()), {"is_success": False}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         obs, r, _, _ = self.env.step(np.asarray(action, np.float64))
@@ -157,9 +199,12 @@ class RobosuiteEnv(gym.Env):
             reward = 1.0 if success else 0.0
         else:
             reward = float(r) + (float(self.horizon - self.t) if success else 0.0)
-        return self.flatten_obs(obs), reward, success, truncated, {"is_success": success}
+        return self.observe(obs), reward, success, truncated, {"is_success": success}
 
     def close(self) -> None:
+        renderer = getattr(self, "renderer", None)
+        if renderer is not None:
+            renderer.close()
         env = getattr(self, "env", None)
         if env is not None:
             env.close()

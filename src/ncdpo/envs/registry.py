@@ -1,6 +1,7 @@
 """Task registry: named tasks with per-task config presets, and construction of (vector) environments.
 
-Any gymnasium env id with a 1-D Box observation space and a Box action space also works, with no preset.
+Any gymnasium env id with a 1-D Box observation space (or a ``Dict`` of uint8 images and 1-D Boxes) and a Box
+action space also works, with no preset.
 """
 
 from __future__ import annotations
@@ -61,10 +62,18 @@ for _id, _desc in [
     register(Task(_id, _desc, _gym_maker(_id), dict(_LOCOMOTION_PRESET)))
 
 
-def _manipulation_maker(task: str, reward: str) -> Callable[..., gym.Env]:
+def _manipulation_maker(task: str, reward: str, cameras: tuple[str, ...] = (), size: int = 0) -> Callable[..., gym.Env]:
     def make(**kwargs: Any) -> gym.Env:
         from ncdpo.envs.manipulation import RobosuiteEnv
 
+        if cameras:
+            from ncdpo.envs.render import select_gl_backend
+
+            select_gl_backend()  # before robosuite imports MuJoCo, which reads MUJOCO_GL once
+            kwargs["cameras"] = tuple(kwargs.get("cameras") or cameras)
+            kwargs["image_size"] = int(kwargs.get("image_size") or size)
+        elif "cameras" in kwargs or "image_size" in kwargs:
+            raise NcdpoError(f"task '{task}' has no cameras (env.cameras / env.image_size apply to the -image tasks)")
         return RobosuiteEnv(task, reward, **kwargs)
 
     return make
@@ -113,6 +122,37 @@ for _id, _desc in [
             recipes=_MANIPULATION_RECIPES,
         )
     )
+
+
+# Camera tasks: DPPO's pixel settings (wrist camera for Lift and Can, agentview for Square, the two shoulder
+# cameras for Transport), one RGB frame at 84x84 by default (DPPO: 96x96; a frame costs the same to render at
+# either size on a CPU, but the encoder's cost grows with the pixels), proprioception beside the images.
+IMAGE_CAMERAS = {
+    "lift": ("robot0_eye_in_hand",),
+    "can": ("robot0_eye_in_hand",),
+    "square": ("agentview",),
+    "transport": ("shouldercamera0", "shouldercamera1"),
+}
+IMAGE_SIZE = 84
+_IMAGE_PRESET = {**_MANIPULATION_PRESET}
+for _id, _cams in IMAGE_CAMERAS.items():
+    _what = "robot0/1" if _id == "transport" else "robot0"
+    _desc = (
+        f"{_id} from cameras: {' + '.join(_cams)} RGB {IMAGE_SIZE}x{IMAGE_SIZE} (uint8) and {_what}'s eef pose and "
+        "gripper beside them (privileged: object poses, for a privileged critic); otherwise as "
+        f"'{_id}'"
+    )
+    for _reward, _suffix in (("sparse", ""), ("dense", "-dense")):
+        register(
+            Task(
+                f"{_id}-image{_suffix}",
+                _desc + ("; sparse reward" if _reward == "sparse" else "; robosuite's shaped reward"),
+                _manipulation_maker(_id, _reward, _cams, IMAGE_SIZE),
+                dict(_IMAGE_PRESET),
+                "async",
+                recipes=_MANIPULATION_RECIPES,
+            )
+        )
 
 
 def _multiagent_maker(name: str) -> Callable[..., gym.Env]:
@@ -209,14 +249,32 @@ def is_multi_agent(env_id: str) -> bool:
     return env_id in TASKS and TASKS[env_id].multi_agent
 
 
-def make_env(env_id: str, act_steps: int = 1, max_episode_steps: int = 0) -> gym.Env:
+def env_kwargs(env_cfg: Any) -> dict[str, Any]:
+    """The env constructor options an :class:`~ncdpo.config.EnvConfig` sets (cameras and image size, where
+    given; empty for the defaults)."""
+    out: dict[str, Any] = {}
+    if getattr(env_cfg, "cameras", ()):
+        out["cameras"] = tuple(env_cfg.cameras)
+    if getattr(env_cfg, "image_size", 0):
+        out["image_size"] = int(env_cfg.image_size)
+    return out
+
+
+def make_env(
+    env_id: str, act_steps: int = 1, max_episode_steps: int = 0, options: dict[str, Any] | None = None
+) -> gym.Env:
     """One env: the task, episode statistics on raw rewards, then action chunking (continuous actions).
 
     A discrete-action env executes one action per decision (``act_steps`` must be 1); a multi-agent task's
-    env keeps its own episode statistics (the team return) and has no chunking.
+    env keeps its own episode statistics (the team return) and has no chunking. ``options``: constructor
+    options of the task (:func:`env_kwargs`: cameras, image size).
     """
     maker = TASKS[env_id].make if env_id in TASKS else _gym_maker(env_id)
     kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps > 0 else {}
+    if options:
+        if env_id not in TASKS:
+            raise NcdpoError(f"env '{env_id}' takes no options ({', '.join(options)}); they apply to the -image tasks")
+        kwargs.update(options)
     try:
         env = maker(**kwargs)
     except gym.error.Error as e:
@@ -229,8 +287,21 @@ def make_env(env_id: str, act_steps: int = 1, max_episode_steps: int = 0) -> gym
                 f"task '{env_id}' has discrete actions: act_steps and horizon must be 1 (got act_steps={act_steps})"
             )
         return env
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        raise NcdpoError(f"env '{env_id}' must have a 1-D Box observation space (got {env.observation_space})")
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Dict):
+        from ncdpo.observations import ObsSpec
+
+        try:
+            ObsSpec.from_space(space)
+        except NcdpoError as e:
+            env.close()
+            raise NcdpoError(f"env '{env_id}': {e}; no encoder handles it") from None
+    elif not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+        env.close()
+        raise NcdpoError(
+            f"env '{env_id}' must have a 1-D Box observation space or a Dict of uint8 images (H, W, 3) and 1-D "
+            f"Boxes; no encoder handles {space}"
+        )
     if isinstance(env.action_space, gym.spaces.Discrete):
         if act_steps != 1:
             env.close()
@@ -255,23 +326,35 @@ def vector_mode(env_id: str, vector: str = "auto") -> str:
 
 
 def make_vec_env(
-    env_id: str, n_envs: int, act_steps: int = 1, max_episode_steps: int = 0, vector: str = "auto"
+    env_id: str,
+    n_envs: int,
+    act_steps: int = 1,
+    max_episode_steps: int = 0,
+    vector: str = "auto",
+    options: dict[str, Any] | None = None,
 ) -> SyncVectorEnv | AsyncVectorEnv:
     """``n_envs`` chunked envs stepped in lock-step; finished envs reset in the same step (final obs in info).
 
     ``vector``: ``"sync"`` steps them in this process (gymnasium SyncVectorEnv), ``"async"`` in one
-    subprocess each (AsyncVectorEnv, started with ``spawn``), ``"auto"`` as the task prefers.
+    subprocess each (AsyncVectorEnv, started with ``spawn``), ``"auto"`` as the task prefers. ``options``: the
+    task's constructor options (:func:`env_kwargs`).
     """
     mode = vector_mode(env_id, vector)
+    if _has_cameras(env_id):
+        from ncdpo.envs.render import select_gl_backend
+
+        select_gl_backend()  # before any worker starts, so that every one inherits the backend
     if mode == "sync" or n_envs == 1:
-        make_env(env_id, act_steps, max_episode_steps).close()  # fail fast, with a clear message, in this process
+        # fail fast, with a clear message, in this process
+        make_env(env_id, act_steps, max_episode_steps, options).close()
         fns = [
-            lambda i=i: WorkerGuard(make_env(env_id, act_steps, max_episode_steps), env_id, i) for i in range(n_envs)
+            lambda i=i: WorkerGuard(make_env(env_id, act_steps, max_episode_steps, options), env_id, i)
+            for i in range(n_envs)
         ]
         venv: SyncVectorEnv | AsyncVectorEnv = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     else:
         # AsyncVectorEnv builds the first env in this process to read its spaces, so a bad id fails fast here
-        fns = [_AsyncMaker(env_id, act_steps, max_episode_steps, i) for i in range(n_envs)]
+        fns = [_AsyncMaker(env_id, act_steps, max_episode_steps, i, options) for i in range(n_envs)]
         venv = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="spawn", shared_memory=False)
     if is_multi_agent(env_id):
         from ncdpo.envs.multiagent import AgentRows
@@ -280,11 +363,18 @@ def make_vec_env(
     return venv
 
 
+def _has_cameras(env_id: str) -> bool:
+    return env_id in TASKS and "-image" in env_id
+
+
 class _AsyncMaker:
     """A picklable env constructor for AsyncVectorEnv workers."""
 
-    def __init__(self, env_id: str, act_steps: int, max_episode_steps: int, index: int) -> None:
+    def __init__(
+        self, env_id: str, act_steps: int, max_episode_steps: int, index: int, options: dict[str, Any] | None = None
+    ) -> None:
         self.args = (env_id, act_steps, max_episode_steps, index)
+        self.options = options
 
     def __call__(self) -> gym.Env:
         import signal
@@ -294,18 +384,30 @@ class _AsyncMaker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         env_id, act_steps, max_episode_steps, index = self.args
-        return WorkerGuard(make_env(env_id, act_steps, max_episode_steps), env_id, index)
+        return WorkerGuard(make_env(env_id, act_steps, max_episode_steps, self.options), env_id, index)
 
 
 def env_spec(envs: Any) -> EnvSpec:
     """The :class:`EnvSpec` of a vector env made by :func:`make_vec_env`."""
     if hasattr(envs, "ncdpo_spec"):
         return envs.ncdpo_spec
-    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    space = envs.single_observation_space
+    obs: dict[str, Any] | None = None
+    if isinstance(space, gym.spaces.Dict):
+        from ncdpo.observations import ObsSpec
+
+        try:
+            privileged = tuple(envs.get_attr("privileged_keys")[0])
+        except AttributeError:
+            privileged = ()
+        spec = ObsSpec.from_space(space, privileged)
+        obs_dim, obs = spec.flat_dim, spec.to_dict()
+    else:
+        obs_dim = int(np.prod(space.shape))
     space = envs.single_action_space
     if isinstance(space, gym.spaces.Discrete):
-        return EnvSpec(obs_dim, int(space.n), discrete=True)
-    return EnvSpec(obs_dim, int(space.shape[-1]))
+        return EnvSpec(obs_dim, int(space.n), discrete=True, obs=obs)
+    return EnvSpec(obs_dim, int(space.shape[-1]), obs=obs)
 
 
 def env_dims(envs: Any) -> tuple[int, int]:
@@ -346,9 +448,9 @@ def episode_stats(info: dict, done: np.ndarray) -> list[tuple[float, int]]:
     return [(float(ep["r"][i]), int(ep["l"][i])) for i in idx]
 
 
-def action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray]:
+def action_bounds(env_id: str, options: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The (low, high) action bounds of ``env_id``'s raw action space."""
-    env = make_env(env_id)
+    env = make_env(env_id, options=options)
     try:
         if not isinstance(env, ActionChunk):
             raise NcdpoError(f"env '{env_id}' has discrete actions: no action bounds")

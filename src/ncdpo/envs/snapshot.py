@@ -66,6 +66,8 @@ def _layer_state(obj: Any) -> dict[str, Any]:
             st[k] = {"__generator__": v.bit_generator.state}
         elif isinstance(v, _SIMPLE) and not (isinstance(v, deque) and not all(isinstance(x, _SIMPLE) for x in v)):
             st[k] = v.copy() if isinstance(v, (np.ndarray, deque)) else v
+        elif isinstance(v, dict) and v and all(isinstance(x, np.ndarray) for x in v.values()):
+            st[k] = {"__arrays__": {name: x.copy() for name, x in v.items()}}  # a vector env's dict observations
     if hasattr(obj, "ncdpo_state"):
         st["__custom__"] = obj.ncdpo_state()
     data, model = getattr(obj, "data", None), getattr(obj, "model", None)
@@ -89,6 +91,8 @@ def _set_layer_state(obj: Any, st: dict[str, Any]) -> None:
             import mujoco
 
             mujoco.mj_setState(obj.model, obj.data, np.asarray(v, np.float64), mujoco.mjtState.mjSTATE_INTEGRATION)
+        elif isinstance(v, dict) and "__arrays__" in v:
+            setattr(obj, k, {name: np.array(x, copy=True) for name, x in v["__arrays__"].items()})
         elif isinstance(v, dict) and "__generator__" in v:
             gen = getattr(obj, k, None)
             if not isinstance(gen, np.random.Generator):

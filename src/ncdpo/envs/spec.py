@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ncdpo.observations import ObsSpec
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,20 @@ class EnvSpec:
     """The actor reads ``obs[:, :actor_dim]`` (0: all of it)."""
     critic_start: int = 0
     """The critic reads ``obs[:, critic_start:]``."""
+    obs: dict[str, Any] | None = None
+    """A dict observation's :class:`~ncdpo.observations.ObsSpec` (as ``ObsSpec.to_dict()``); None: a flat vector
+    of ``obs_dim`` numbers."""
 
     def __post_init__(self) -> None:
         if self.actor_dim == 0:
             object.__setattr__(self, "actor_dim", self.obs_dim)
+
+    @property
+    def obs_spec(self) -> "ObsSpec | None":
+        """The dict observation's keys, shapes and dtypes (None for a flat vector)."""
+        from ncdpo.observations import ObsSpec
+
+        return None if self.obs is None else ObsSpec.from_dict(self.obs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,6 +19,9 @@ def to_bounds(a: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
 class ActionChunk(gym.Wrapper):
     """Execute a chunk of ``act_steps`` normalised actions per step.
 
+    A camera env (one with ``cameras`` and ``render_images``, e.g. robosuite's) renders its cameras only for the
+    observation the chunk returns, not on the steps inside it.
+
     The wrapped env's action space becomes ``Box(-1, 1, (act_steps, act_dim))``. Each action is clipped to
     [-1, 1] and mapped affinely onto the inner env's bounds, then executed in order; rewards are summed; the
     chunk stops early when the inner episode terminates or is truncated. ``info["env_steps"]`` is the number
@@ -50,11 +53,22 @@ class ActionChunk(gym.Wrapper):
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
         total = 0.0
-        for i in range(self.act_steps):
-            obs, r, terminated, truncated, info = self.env.step(self.to_env_action(action[i]))
-            total += float(r)
-            if terminated or truncated:
-                break
+        inner = self.env.unwrapped
+        lazy = hasattr(inner, "render_images") and bool(getattr(inner, "cameras", ()))
+        last = self.act_steps - 1
+        try:
+            for i in range(self.act_steps):
+                if lazy:  # a camera env renders only the observation the chunk returns
+                    inner.render_images = i == last
+                obs, r, terminated, truncated, info = self.env.step(self.to_env_action(action[i]))
+                total += float(r)
+                if terminated or truncated:
+                    break
+            if lazy and i < last:
+                obs = inner.current_obs()
+        finally:
+            if lazy:
+                inner.render_images = True
         info = dict(info)
         info["env_steps"] = i + 1
         return obs, total, terminated, truncated, info
@@ -98,6 +112,11 @@ class WorkerGuard(gym.Wrapper):
             return self.env.step(action)
         except Exception as e:
             raise self._fail("step", e) from e
+
+    @property
+    def privileged_keys(self) -> tuple[str, ...]:
+        """The keys of a dict observation that only a privileged critic reads (the inner env's, else none)."""
+        return tuple(getattr(self.env.unwrapped, "privileged_keys", ()))
 
     @property
     def ncdpo_snapshot(self) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,11 +31,27 @@ def mlp(
 
 
 class Critic(nn.Module):
-    """Value function on normalised observations (plus any extra features the agent appends)."""
+    """Value function on normalised observations (plus any extra features the agent appends).
 
-    def __init__(self, obs_dim: int, hidden: Sequence[int] = (256, 256), activation: str = "tanh") -> None:
+    For a dict observation the critic has its own :attr:`encoder` (:mod:`ncdpo.policies.encoders`), which the
+    agent applies (:meth:`encode`) before appending its features; ``obs_dim`` is then the width of the MLP's
+    input beyond the encoder's features.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "tanh",
+        encoder: nn.Module | None = None,
+    ) -> None:
         super().__init__()
-        self.net = mlp(obs_dim, hidden, 1, activation, out_gain=1.0)
+        self.encoder = encoder
+        in_dim = obs_dim + (encoder.out_dim if encoder is not None else 0)
+        self.net = mlp(in_dim, hidden, 1, activation, out_gain=1.0)
+
+    def encode(self, obs: Any) -> torch.Tensor:
+        return obs if self.encoder is None else self.encoder(obs)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs).squeeze(-1)
@@ -88,6 +105,59 @@ class ObsNormalizer:
             self.rms.update(obs)
         out = (obs - self.rms.mean) / np.sqrt(self.rms.var + 1e-8)
         return np.clip(out, -self.clip, self.clip).astype(np.float32)
+
+
+class KeyedRunningMeanStd:
+    """:class:`RunningMeanStd` per low-dim key of a dict observation, saved as ``<prefix>.<key>.mean`` etc."""
+
+    def __init__(self, dims: dict[str, int]) -> None:
+        self.stats = {k: RunningMeanStd((d,)) for k, d in dims.items()}
+
+    def update(self, obs: dict[str, np.ndarray]) -> None:
+        for k, rms in self.stats.items():
+            rms.update(obs[k])
+
+    def state(self, prefix: str) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for k, rms in self.stats.items():
+            out.update(rms.state(f"{prefix}.{k}"))
+        return out
+
+    def load(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+        missing = [k for k in self.stats if f"{prefix}.{k}.mean" not in tensors]
+        if missing:
+            raise ValueError(f"{prefix} has no statistics of observation entry '{missing[0]}'")
+        for k, rms in self.stats.items():
+            rms.load(tensors, f"{prefix}.{k}")
+
+
+class DictObsNormalizer:
+    """:class:`ObsNormalizer` for dict observations: each low-dim entry normalised with its own statistics;
+    images pass through as uint8 (the encoder scales them)."""
+
+    def __init__(self, spec: Any, enabled: bool = True, clip: float = 10.0) -> None:
+        self.lowdim = {k: int(np.prod(spec.shape(k))) for k in spec.lowdim_keys}
+        self.images = spec.image_keys
+        self.rms = KeyedRunningMeanStd(self.lowdim)
+        self.enabled, self.clip = enabled, clip
+
+    def __call__(self, obs: dict[str, np.ndarray], update: bool = False) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {k: np.asarray(obs[k], np.uint8) for k in self.images}
+        low = {k: np.asarray(obs[k], np.float64) for k in self.lowdim}
+        if self.enabled and update:
+            self.rms.update(low)
+        for k, x in low.items():
+            if self.enabled:
+                rms = self.rms.stats[k]
+                x = np.clip((x - rms.mean) / np.sqrt(rms.var + 1e-8), -self.clip, self.clip)
+            out[k] = x.astype(np.float32)
+        return out
+
+
+def make_obs_normalizer(spec: Any, enabled: bool = True, clip: float = 10.0) -> "ObsNormalizer | DictObsNormalizer":
+    """The normaliser of an :class:`~ncdpo.envs.spec.EnvSpec`'s observations (flat or dict)."""
+    obs = spec.obs_spec
+    return ObsNormalizer(spec.obs_dim, enabled, clip) if obs is None else DictObsNormalizer(obs, enabled, clip)
 
 
 class RewardScaler:

@@ -18,6 +18,7 @@ DDPM, a uniform sub-sequence for DDIM).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,10 +98,21 @@ class Denoiser(nn.Module):
 class DiffusionPolicy(nn.Module):
     """Epsilon-prediction diffusion policy over action chunks, with the NCDPO noise-conditioned view."""
 
-    def __init__(self, obs_dim: int, act_dim: int, horizon: int, act_steps: int, cfg: DiffusionConfig) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        horizon: int,
+        act_steps: int,
+        cfg: DiffusionConfig,
+        encoder: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.horizon, self.act_steps = obs_dim, act_dim, horizon, act_steps
         self.cfg = cfg
+        self.encoder = encoder
+        """Dict observations: the network that turns an observation into the features the denoiser is
+        conditioned on (``obs_dim`` is then its output width); None: the observation is the condition."""
         self.K = cfg.denoising_steps
         self.denoiser = Denoiser(obs_dim, horizon * act_dim, cfg)
 
@@ -157,6 +169,11 @@ class DiffusionPolicy(nn.Module):
         else:
             self.register_buffer("log_sigma_exp", log_sigma)
 
+    def encode(self, obs: Any) -> torch.Tensor:
+        """The denoiser's condition for observations: the encoder's features (computed once per decision and
+        reused by every chain step), or the observation itself."""
+        return obs if self.encoder is None else self.encoder(obs)
+
     # ---------------------------------------------------------------- the NCDPO decomposition
     def sample_noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Noise-sampling phase: ``xi`` of shape (batch, n_chain, horizon, act_dim), times
@@ -194,7 +211,8 @@ class DiffusionPolicy(nn.Module):
     def chain_mean(
         self, obs: torch.Tensor, noise: torch.Tensor, return_latents: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Deterministic phase: ``m_theta(s, xi)``, differentiable through every denoising step.
+        """Deterministic phase: ``m_theta(s, xi)``, differentiable through every denoising step. ``obs`` is the
+        condition (:meth:`encode`'s output).
 
         Returns the last step's mean of shape (B, horizon, act_dim) and, if asked, the list of latents fed
         to each step (``latents[j]`` is the input of chain step ``j``), for gradient probes.
@@ -227,7 +245,7 @@ class DiffusionPolicy(nn.Module):
 
     def log_prob(self, obs: torch.Tensor, noise: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``log pi_theta(a | s, xi)`` of the executed actions ``a`` (B, act_steps, act_dim)."""
-        m = self.chain_mean(obs, noise)[:, : self.act_steps]
+        m = self.chain_mean(self.encode(obs), noise)[:, : self.act_steps]
         return gaussian_log_prob(action, m, self.sigma_exp())
 
     def entropy(self) -> torch.Tensor:
@@ -240,8 +258,9 @@ class DiffusionPolicy(nn.Module):
     ) -> tuple[Tensor, ...]:
         """Sample executed actions. Returns ``(action (B, act_steps, A), noise xi, log-prob (B,))``, plus the
         chain mean ``m_theta(s, xi)`` of the executed actions if ``return_mean``."""
-        noise = self.sample_noise(obs.shape[0], generator)
-        m = self.chain_mean(obs, noise)[:, : self.act_steps]
+        feat = self.encode(obs)
+        noise = self.sample_noise(feat.shape[0], generator)
+        m = self.chain_mean(feat, noise)[:, : self.act_steps]
         if deterministic:
             a = m
         else:
@@ -254,6 +273,7 @@ class DiffusionPolicy(nn.Module):
     def bc_loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Denoising loss on action chunks ``actions`` (B, horizon, act_dim) in [-1, 1]: the MSE of the
         predicted noise (``prediction: epsilon``) or of the predicted clean chunk (``x0``)."""
+        obs = self.encode(obs)
         B = obs.shape[0]
         x0 = actions.reshape(B, -1)
         t = torch.randint(0, self.K, (B,), device=x0.device)

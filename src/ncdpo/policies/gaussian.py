@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -13,14 +15,19 @@ from ncdpo.policies.diffusion import LOG_2PI, gaussian_log_prob
 class GaussianPolicy(nn.Module):
     """``a ~ N(mu_theta(s), diag(exp(log_std))^2)`` over the ``act_steps`` executed actions of a chunk."""
 
-    def __init__(self, obs_dim: int, act_dim: int, act_steps: int, cfg: MLPConfig) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, act_steps: int, cfg: MLPConfig, encoder: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.act_dim, self.act_steps = act_dim, act_steps
+        self.encoder = encoder
+        """Dict observations: the features the MLP reads (``obs_dim`` is their width); None: the observation."""
         self.mean_net = mlp(obs_dim, cfg.hidden_dims, act_steps * act_dim, cfg.activation, out_gain=0.01)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(cfg.init_log_std)))
 
-    def mean(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.mean_net(obs).view(obs.shape[0], self.act_steps, self.act_dim)
+    def mean(self, obs: Any) -> torch.Tensor:
+        x = obs if self.encoder is None else self.encoder(obs)
+        return self.mean_net(x).view(x.shape[0], self.act_steps, self.act_dim)
 
     def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return gaussian_log_prob(action, self.mean(obs), self.log_std.exp())

@@ -22,10 +22,13 @@ from ncdpo.algos import make_agent
 from ncdpo.checkpoint import Checkpoint, load_module_state
 from ncdpo.config import TrainConfig, validate
 from ncdpo.data.dataset import check_fits_env, load_dataset, make_chunks
-from ncdpo.envs.registry import make_env
+from ncdpo.envs.registry import env_kwargs, make_env
+from ncdpo.envs.spec import EnvSpec
 from ncdpo.errors import NcdpoError
 from ncdpo.logger import Logger
-from ncdpo.policies.common import ObsNormalizer
+from ncdpo.observations import ObsSpec, obs_index, obs_len, to_tensor
+from ncdpo.policies.common import make_obs_normalizer
+from ncdpo.policies.encoders import shift_images
 from ncdpo.state import pack, rng_state, set_rng_state, unpack
 from ncdpo.training.run import RunSkeleton, resume_point
 
@@ -37,6 +40,21 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return b.lr * (step + 1) / b.warmup_steps
     frac = (step - b.warmup_steps) / max(1, b.steps - b.warmup_steps)
     return b.lr_min + 0.5 * (b.lr - b.lr_min) * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+
+def env_spec_of(cfg: TrainConfig) -> EnvSpec:
+    """The :class:`EnvSpec` of one env of ``cfg``'s task (its cameras included), made and closed here."""
+    import gymnasium as gym
+
+    env = make_env(cfg.env.id, options=env_kwargs(cfg.env))
+    try:
+        space = env.observation_space
+        if isinstance(space, gym.spaces.Dict):
+            spec = ObsSpec.from_space(space, tuple(getattr(env.unwrapped, "privileged_keys", ())))
+            return EnvSpec(spec.flat_dim, int(env.action_space.shape[-1]), obs=spec.to_dict())
+        return EnvSpec(int(space.shape[0]), int(env.action_space.shape[-1]))
+    finally:
+        env.close()
 
 
 class BCTrainer(RunSkeleton):
@@ -56,23 +74,25 @@ class BCTrainer(RunSkeleton):
             raise NcdpoError(
                 f"dataset {ds.source} was recorded on {ds.env_id}, but the env is {cfg.env.id} (drop --env or fix it)"
             )
-        env = make_env(cfg.env.id)
-        self.obs_dim, self.act_dim = int(env.observation_space.shape[0]), int(env.action_space.shape[-1])
-        env.close()
-        check_fits_env(ds, cfg.env.id, self.obs_dim, self.act_dim)
+        self.spec = env_spec_of(cfg)
+        self.obs_dim, self.act_dim = self.spec.obs_dim, self.spec.act_dim
+        obs_spec = self.spec.obs_spec
+        check_fits_env(ds, cfg.env.id, self.obs_dim, self.act_dim, obs_spec)
         # Data: observation statistics from the dataset (they travel in the checkpoint), chunks in [-1, 1].
-        self.obs_norm = ObsNormalizer(self.obs_dim, cfg.env.norm_obs, cfg.env.clip_obs)
+        self.obs_norm = make_obs_normalizer(self.spec, cfg.env.norm_obs, cfg.env.clip_obs)
         raw_obs, chunks = make_chunks(ds, cfg.horizon)
         if cfg.env.norm_obs:
             self.obs_norm.rms.update(raw_obs)
-        self.obs_t = torch.as_tensor(self.obs_norm(raw_obs), device=self.device)
+        self.obs_t = to_tensor(self.obs_norm(raw_obs), self.device)
+        self.n_chunks = obs_len(self.obs_t)
         self.chunks_t = torch.as_tensor(chunks, device=self.device)
-        agent = make_agent(cfg, self.obs_dim, self.act_dim).to(self.device)
+        agent = make_agent(cfg, self.obs_dim, self.act_dim, self.spec).to(self.device)
         self.policy = agent.policy
+        self.image_keys = obs_spec.image_keys if obs_spec is not None else []
         self.ema = copy.deepcopy(self.policy).requires_grad_(False)
         self.eval_agent = copy.deepcopy(agent)  # the agent checkpoints and evaluations hold the EMA weights in
         self.opt = torch.optim.AdamW(
-            self.policy.denoiser.parameters(), lr=cfg.pretrain.lr, weight_decay=cfg.pretrain.weight_decay
+            self.trained(self.policy), lr=cfg.pretrain.lr, weight_decay=cfg.pretrain.weight_decay
         )
         self.gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.step, self.n_evals, self.wall_offset = 0, 0, 0.0
@@ -80,6 +100,13 @@ class BCTrainer(RunSkeleton):
         self.stats = ds.stats()
         if resume_from is not None:
             self._restore(resume_from)
+
+    @staticmethod
+    def trained(policy: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """What behaviour cloning trains: the denoiser, and the encoder of a dict observation (not the
+        exploration std)."""
+        enc = policy.encoder
+        return list(policy.denoiser.parameters()) + (list(enc.parameters()) if enc is not None else [])
 
     def default_run_name(self) -> str:
         return f"{self.cfg.env.id}__pretrain__s{self.cfg.seed}"
@@ -132,6 +159,7 @@ class BCTrainer(RunSkeleton):
             "env_id": cfg.env.id,
             "obs_dim": self.obs_dim,
             "act_dim": self.act_dim,
+            **({"spec": self.spec.to_dict()} if self.spec.obs is not None else {}),
             "iteration": step,
             "env_steps": 0,
             "action_bounds": [self.ds.action_low.astype(float).tolist(), self.ds.action_high.astype(float).tolist()],
@@ -151,7 +179,7 @@ class BCTrainer(RunSkeleton):
         cfg, st = self.cfg, self.stats
         logger = self.open_logger(self.step, self.step, key="step")
         print(
-            f"pretrain {cfg.env.id}: {st['episodes']} episodes, {len(self.obs_t)} chunks of horizon {cfg.horizon}, "
+            f"pretrain {cfg.env.id}: {st['episodes']} episodes, {self.n_chunks} chunks of horizon {cfg.horizon}, "
             f"dataset return {st['return_mean']:.1f} ± {st['return_std']:.1f}"
         )
         bar = self.progress_bar(cfg.pretrain.steps, self.step, f"pretrain {cfg.env.id}")
@@ -222,17 +250,20 @@ class BCTrainer(RunSkeleton):
         cfg, policy = self.cfg, self.policy
         for g in self.opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        idx = torch.randint(0, len(self.obs_t), (cfg.pretrain.batch_size,), generator=self.gen).to(self.device)
-        loss = policy.bc_loss(self.obs_t[idx], self.chunks_t[idx])
+        idx = torch.randint(0, self.n_chunks, (cfg.pretrain.batch_size,), generator=self.gen).to(self.device)
+        obs = obs_index(self.obs_t, idx)
+        if self.image_keys and cfg.encoder.aug_pad:
+            obs = shift_images(obs, self.image_keys, cfg.encoder.aug_pad, self.gen)
+        loss = policy.bc_loss(obs, self.chunks_t[idx])
         if not torch.isfinite(loss):
             raise NcdpoError(f"pretrain step {step}: the BC loss is {float(loss)}; stopping (last checkpoint kept)")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.denoiser.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(self.trained(policy), 1.0)
         self.opt.step()
         with torch.no_grad():
             decay = min(cfg.pretrain.ema_decay, (1 + step) / (10 + step))
-            for pe, p in zip(self.ema.denoiser.parameters(), policy.denoiser.parameters()):
+            for pe, p in zip(self.trained(self.ema), self.trained(policy)):
                 pe.lerp_(p, 1.0 - decay)
         return float(loss.detach())
 

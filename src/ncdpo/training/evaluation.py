@@ -11,6 +11,7 @@ import torch
 
 from ncdpo.algos.base import ActOutput, Agent
 from ncdpo.envs.registry import action_mask, done_values, make_vec_env
+from ncdpo.observations import to_tensor
 from ncdpo.policies.common import ObsNormalizer
 
 DEFAULT_EVAL_SEED = 424242
@@ -18,15 +19,12 @@ DEFAULT_EVAL_SEED = 424242
 
 
 def decide(
-    agent: Agent,
-    obs_norm: ObsNormalizer,
-    raw_obs: np.ndarray,
-    deterministic: bool = True,
-    mask: np.ndarray | None = None,
+    agent: Agent, obs_norm: ObsNormalizer, raw_obs: Any, deterministic: bool = True, mask: np.ndarray | None = None
 ) -> ActOutput:
-    """One batched decision on raw env observations: normalise, act (under the legal-action ``mask``, if any)."""
+    """One batched decision on raw env observations (an array, or a dict of them): normalise, act (under the
+    legal-action ``mask``, if any)."""
     device = next(agent.parameters()).device
-    obs_t = torch.as_tensor(obs_norm(raw_obs), device=device)
+    obs_t = to_tensor(obs_norm(raw_obs), device)
     if mask is None:
         return agent.act(obs_t, deterministic)
     return agent.act(obs_t, deterministic, mask=torch.as_tensor(mask, device=device))
@@ -45,6 +43,7 @@ def evaluate(
     max_envs: int = 16,
     vector: str = "auto",
     envs: Any = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``n_episodes`` complete episodes; each env contributes a fixed quota (no bias to short ones).
 
@@ -52,14 +51,15 @@ def evaluate(
     making one; every env is reset with ``seed`` first, so the result does not depend on what ran before.
     The policy's noise (a diffusion chain's initial latent even when ``deterministic``) is drawn from torch's
     generator seeded with ``seed`` too, inside :func:`torch.random.fork_rng`: the result is reproducible and
-    the caller's generator state is left as it was.
+    the caller's generator state is left as it was. ``options``: the task's constructor options (cameras,
+    image size: :func:`~ncdpo.envs.registry.env_kwargs` of the checkpoint's config).
     """
     device = next(agent.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         own = envs is None
         if own:
-            envs = make_vec_env(env_id, min(n_episodes, max_envs), act_steps, max_episode_steps, vector)
+            envs = make_vec_env(env_id, min(n_episodes, max_envs), act_steps, max_episode_steps, vector, options)
         try:
             return run_episodes(agent, obs_norm, envs, n_episodes, deterministic, seed)
         finally:

@@ -97,6 +97,16 @@ INHERITED_FIELDS = (
     "critic.hidden_dims",
     "critic.activation",
     "critic.condition_on_mean",
+    "critic.privileged",
+    "env.cameras",
+    "env.image_size",
+    "encoder.kind",
+    "encoder.feature_dim",
+    "encoder.channels",
+    "encoder.patch",
+    "encoder.embed_dim",
+    "encoder.depth",
+    "encoder.heads",
 )
 
 

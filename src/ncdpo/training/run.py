@@ -207,6 +207,7 @@ class RunSkeleton:
     def evaluate_policy(self, agent: Any, obs_norm: Any, envs: Any = None) -> dict[str, float]:
         """The ``eval/*`` metrics of ``agent``: ``eval_episodes`` episodes of the run's task, seeded with the run's
         seed + 100000 (``envs``: a vector env to reuse)."""
+        from ncdpo.envs.registry import env_kwargs
         from ncdpo.training.evaluation import eval_metrics, evaluate
 
         cfg = self.cfg
@@ -221,5 +222,6 @@ class RunSkeleton:
             max_episode_steps=cfg.env.max_episode_steps,
             vector=cfg.env.vector,
             envs=envs,
+            options=env_kwargs(cfg.env),
         )
         return eval_metrics(r)

@@ -25,10 +25,11 @@ from ncdpo.algos.losses import compute_gae
 from ncdpo.algos.update import ppo_update
 from ncdpo.checkpoint import Checkpoint, load_checkpoint, load_module_state
 from ncdpo.config import TrainConfig, validate
-from ncdpo.envs.registry import action_mask, done_values, env_spec, episode_stats, make_vec_env, vector_mode
+from ncdpo.envs.registry import action_mask, done_values, env_kwargs, env_spec, episode_stats, make_vec_env, vector_mode
 from ncdpo.errors import EnvWorkerError, NcdpoError, NonFiniteError
 from ncdpo.logger import Logger
-from ncdpo.policies.common import ObsNormalizer, RewardScaler
+from ncdpo.observations import finite_rows, obs_stack, to_tensor
+from ncdpo.policies.common import RewardScaler, make_obs_normalizer
 from ncdpo.state import env_state, pack, rng_state, set_env_state, set_rng_state, unpack
 from ncdpo.training.evaluation import NO_EVAL
 from ncdpo.training.run import RunSkeleton, peak_memory_mb, resume_point
@@ -73,7 +74,9 @@ class Trainer(RunSkeleton):
         super().__init__(validate(cfg))
         cfg = self.cfg
         self.before_update, self.after_update = before_update, after_update
-        self.envs = make_vec_env(cfg.env.id, cfg.env.n_envs, cfg.act_steps, cfg.env.max_episode_steps, cfg.env.vector)
+        self.envs = make_vec_env(
+            cfg.env.id, cfg.env.n_envs, cfg.act_steps, cfg.env.max_episode_steps, cfg.env.vector, env_kwargs(cfg.env)
+        )
         self.eval_envs: Any = None  # subprocess eval envs are kept between evaluations (slow to start)
         self.spec = env_spec(self.envs)
         self.obs_dim, self.act_dim = self.spec.obs_dim, self.spec.act_dim
@@ -88,7 +91,7 @@ class Trainer(RunSkeleton):
         except NcdpoError:
             self.envs.close()
             raise
-        self.obs_norm = ObsNormalizer(self.obs_dim, cfg.env.norm_obs, cfg.env.clip_obs)
+        self.obs_norm = make_obs_normalizer(self.spec, cfg.env.norm_obs, cfg.env.clip_obs)
         self.reward_scaler = RewardScaler(self.n_rows, cfg.ppo.gamma, cfg.env.norm_reward)
         if cfg.init and resume_from is None:
             self._load_init(cfg.init)
@@ -97,7 +100,7 @@ class Trainer(RunSkeleton):
         self.iteration = 0
         self.env_steps = 0
         self.wall_offset = 0.0  # wall seconds of the run before a resume
-        self.obs: np.ndarray | None = None  # normalised observations the next decision acts on
+        self.obs: Any = None  # normalised observations the next decision acts on (an array, or a dict of them)
         self.mask: np.ndarray | None = None  # the legal actions of the next decision (discrete tasks with masks)
         self.recent: list[float] = []  # returns of the last training episodes (progress bar)
         if resume_from is not None:
@@ -129,7 +132,10 @@ class Trainer(RunSkeleton):
         ck = load_checkpoint(path)
         self.agent.load_init(ck, self.cfg.env.id)
         if any(k.startswith("obs_rms.") for k in ck.tensors):
-            self.obs_norm.rms.load(ck.tensors, "obs_rms")
+            try:
+                self.obs_norm.rms.load(ck.tensors, "obs_rms")
+            except ValueError as e:
+                raise NcdpoError(f"--init checkpoint {ck.path}: observation statistics do not fit ({e})") from None
 
     def _restore(self, ck: Checkpoint) -> None:
         """Load everything :meth:`save` wrote: weights, optimiser, normalisers, counters, RNG and env states."""
@@ -209,7 +215,7 @@ class Trainer(RunSkeleton):
         """Train until the budget is spent (or a signal stops it after a checkpoint); returns the run folder."""
         cfg = self.cfg
         logger = self.open_logger(self.iteration, self.env_steps)
-        buf = RolloutBuffer(cfg.ppo.n_steps, self.n_rows, self.obs_dim, self.device)
+        buf = RolloutBuffer(cfg.ppo.n_steps, self.n_rows, self.obs_dim, self.device, self.spec.obs_spec)
         bar = self.progress_bar(
             cfg.total_env_steps, min(self.env_steps, cfg.total_env_steps), f"{cfg.algo} {cfg.env.id}"
         )
@@ -283,11 +289,11 @@ class Trainer(RunSkeleton):
         stats = RolloutStats()
         obs, mask = self.obs, self.mask
         for t in range(cfg.ppo.n_steps):
-            obs_t = torch.as_tensor(obs, device=dev)
+            obs_t = to_tensor(obs, dev)
             out = agent.act(obs_t) if mask is None else agent.act(obs_t, mask=torch.as_tensor(mask, device=dev))
             value = agent.value(obs_t, out.store)
             raw_obs, reward, term, trunc, info = self.envs.step(out.action.cpu().numpy())
-            bad = ~(np.isfinite(raw_obs).all(axis=1) & np.isfinite(reward))
+            bad = ~(finite_rows(raw_obs) & np.isfinite(reward))
             if bad.any():
                 raise NonFiniteError(
                     f"non-finite observation or reward from env {cfg.env.id} worker(s) {np.nonzero(bad)[0].tolist()}"
@@ -307,7 +313,7 @@ class Trainer(RunSkeleton):
             )
             obs = self.obs_norm(raw_obs, update=cfg.env.update_obs_norm)
             mask = action_mask(info, self.n_rows)
-        stats.last_value = agent.bootstrap_value(torch.as_tensor(obs, device=dev))
+        stats.last_value = agent.bootstrap_value(to_tensor(obs, dev))
         self.obs, self.mask = obs, mask
         self.env_steps += stats.env_steps
         return stats
@@ -325,8 +331,8 @@ class Trainer(RunSkeleton):
         """Time-limit truncation: add ``gamma * V(final observation)`` to the reward of the truncated rows."""
         boot = np.nonzero(trunc & ~term)[0]
         if len(boot):
-            final = np.stack([info["final_obs"][i] for i in boot])
-            v_final = self.agent.bootstrap_value(torch.as_tensor(self.obs_norm(final), device=self.device))
+            final = obs_stack([info["final_obs"][i] for i in boot])
+            v_final = self.agent.bootstrap_value(to_tensor(self.obs_norm(final), self.device))
             reward[boot] += self.cfg.ppo.gamma * v_final.cpu().numpy()
 
     def update(self, buf: RolloutBuffer, last_value: torch.Tensor) -> dict[str, float]:
@@ -353,6 +359,7 @@ class Trainer(RunSkeleton):
                     cfg.act_steps,
                     cfg.env.max_episode_steps,
                     "async",
+                    env_kwargs(cfg.env),
                 )
             return self.evaluate_policy(self.agent, self.obs_norm, self.eval_envs)
 
