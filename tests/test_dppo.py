@@ -49,7 +49,7 @@ def test_stored_step_log_probs_are_recomputed_exactly_and_only_fine_tuned_steps_
     seen_t = []
     hook = agent.policy.denoiser.register_forward_hook(lambda m, inp, o: seen_t.append(inp[1].clone()))
     b = agent.training_samples(Batch(obs, out.log_prob, torch.ones(8), torch.ones(8), torch.ones(8), out.store))
-    o, lp, samples = b.obs, b.log_prob, b.store
+    o, lp, samples = b.minibatch_obs(torch.arange(len(b))), b.log_prob, b.store  # each sample's observation
     assert o.shape[0] == 24 and samples["k"].tolist()[:6] == [0, 1, 2, 0, 1, 2]
     new_lp, _ = agent.log_prob_entropy(o, samples)
     hook.remove()

@@ -45,5 +45,10 @@ def resolve(spec: str | Path, kind: str) -> Path:
     folder = asset_dir(task)
     path = folder / (MANIPULATION_FILES if folder.parent == MANIPULATION_ASSETS else FILES)[kind]
     if not path.is_file():
+        if kind == "dataset" and (folder / MANIPULATION_FILES["checkpoint"]).is_file():
+            raise NcdpoError(
+                f"the '{task}' demonstrations are not shipped (camera datasets are too large); rebuild them with "
+                f"python scripts/make_manipulation_data.py --tasks {task}"
+            )
         raise NcdpoError(f"no shipped {kind} for '{task}' (shipped: {', '.join(available()) or 'none'})")
     return path
