@@ -83,7 +83,7 @@ def make_task(task: str, a: argparse.Namespace) -> dict:
             [
                 *NCDPO, "pretrain", "--dataset", str(demos), *BC_ARGS, "--pretrain.steps", str(bc_steps),
                 "--eval-every", "0", "--out-dir", str(work), "--run-name", "bc", "--overwrite", "--progress", "false",
-                "--seed", "1", "--torch-threads", "1"
+                "--seed", "1", "--torch-threads", str(a.bc_threads)
             ],
             work / "bc.log",
         )
@@ -139,6 +139,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="reset seed of the first demonstration episode")
     ap.add_argument(
         "--bc-steps", type=int, default=None, help="BC gradient steps (default: 10k; square and transport 60k)"
+    )
+    ap.add_argument(
+        "--bc-threads", type=int, default=1, help="torch threads of behaviour cloning (0: torch's default, all cores)"
     )
     ap.add_argument("--eval-episodes", type=int, default=50)
     ap.add_argument("--eval-envs", type=int, default=8, help="subprocess envs for evaluation")

@@ -397,3 +397,41 @@ def test_lift_image_run_interrupted_and_resumed_is_bitwise_identical(tmp_path):
     assert main(["train", "--resume", str(tmp_path / "run")]) == 0
     assert len(rows(tmp_path / "run")) == len(rows(tmp_path / "ref")) == 3
     assert rows(tmp_path / "run") == rows(tmp_path / "ref")
+
+
+def test_the_gpu_timing_script_uses_the_recipe_files_settings_and_needs_torch_only():
+    """benchmarks/pixel_update_timing.py runs where only torch is installed; its settings are the recipes'."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import pixel_update_timing as T
+
+    from ncdpo.config import flatten_nested
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    for algo, name in (("ncdpo", "finetune_manipulation.yaml"), ("dppo", "dppo_manipulation.yaml")):
+        recipe = flatten_nested(yaml.safe_load((root / name).read_text()))
+        for k, v in T.RECIPES[algo].items():
+            if k != "ppo.target_kl":  # switched off on purpose (see the script)
+                assert (tuple(recipe[k]) if isinstance(v, tuple) else recipe[k]) == v, (algo, k)
+    code = (
+        "import sys\n"
+        "class B:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('gymnasium', 'safetensors', 'h5py', 'mujoco', 'robosuite', 'yaml'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, B())\n"
+        f"sys.path.insert(0, {str(Path(T.__file__).parent)!r})\n"
+        "import pixel_update_timing as T\n"
+        "cfg = T.make_config('dppo', 84, 'conv')\n"
+        "from ncdpo.algos import make_agent\n"
+        "from ncdpo.envs.spec import EnvSpec\n"
+        "s = T.obs_spec(84)\n"
+        "make_agent(cfg, s.flat_dim, 7, EnvSpec(s.flat_dim, 7, obs=s.to_dict()))\n"
+        "print('ok', T.frames(84, 5).shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "ok (5, 84, 84, 3)" in out

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from ncdpo.algos.buffer import Batch
-from ncdpo.checkpoint import load_module_state
 from ncdpo.config import TrainConfig
 from ncdpo.envs.spec import EnvSpec
 from ncdpo.errors import NcdpoError
@@ -207,6 +206,8 @@ class Agent(nn.Module):
         own = self.policy.state_dict()
         if "log_sigma_exp" in own and "log_sigma_exp" in policy_state:  # the exploration std comes from this config
             policy_state["log_sigma_exp"] = own["log_sigma_exp"]
+        from ncdpo.checkpoint import load_module_state
+
         load_module_state(self.policy, policy_state, f"checkpoint {ck.path}")
         critic = ck.prefixed("agent.critic")
         if critic and ck.meta.get("critic_trained", True):

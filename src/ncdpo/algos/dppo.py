@@ -21,7 +21,6 @@ import torch
 
 from ncdpo.algos.base import ActOutput, Agent, check_same_prediction
 from ncdpo.algos.buffer import Batch
-from ncdpo.checkpoint import load_module_state
 from ncdpo.config import TrainConfig
 from ncdpo.envs.spec import EnvSpec
 from ncdpo.errors import NcdpoError
@@ -75,6 +74,8 @@ class DPPOAgent(Agent):
     def load_init(self, ck: Any, env_id: str) -> None:
         """The policy, then the frozen copy: a DPPO checkpoint's own, otherwise the weights just loaded."""
         super().load_init(ck, env_id)
+        from ncdpo.checkpoint import load_module_state
+
         base = ck.prefixed("agent.base")
         if base:
             load_module_state(self.base, base, f"checkpoint {ck.path} (frozen denoiser)")
