@@ -356,6 +356,13 @@ def test_pixel_bc_then_ncdpo_and_dppo_through_the_cli(tmp_path, capsys):
     assert "reads observation entry 'robot0_eye_in_hand_image' that lift-image does not produce" in (
         capsys.readouterr().err
     )
+    # evaluating it where the images differ (another size): one line naming the entry
+    from ncdpo.algos import load_agent
+    from ncdpo.training.evaluation import evaluate
+
+    agent, norm, _ = load_agent(bc)
+    with pytest.raises(ncdpo.NcdpoError, match="the policy was made for 'robot0_eye_in_hand_image' of 84x84x3 but"):
+        evaluate(agent, norm, "lift-image", 1, 4, vector="sync", options={"image_size": 64})
     # a dataset without the image key, or with images of another size, is refused in one line
     assert main(["pretrain", "--dataset", str(d), "--env", "lift-image", "--env.image-size", "64", *small]) == 2
     assert "has 'robot0_eye_in_hand_image' of 84x84x3 but lift-image gives 64x64x3" in capsys.readouterr().err

@@ -220,28 +220,33 @@ class Agent(nn.Module):
 def check_obs_spec(ck: Checkpoint, spec: EnvSpec, env_id: str, what: str = "checkpoint") -> None:
     """Refuse a checkpoint whose policy reads other observation entries (cameras, image sizes) than ``env_id``
     produces, naming the first difference."""
-    saved = EnvSpec.from_meta(ck.meta).obs_spec
+    check_obs_fits(EnvSpec.from_meta(ck.meta), spec, env_id, f"{what} {ck.path}")
+
+
+def check_obs_fits(saved_spec: EnvSpec, spec: EnvSpec, env_id: str, what: str) -> None:
+    """:func:`check_obs_spec` for a policy's spec (``what`` names the policy in the message)."""
+    saved = saved_spec.obs_spec
     own = spec.obs_spec
     if saved is None and own is None:
         return
     if saved is None or own is None:
         kind = lambda s: "a flat vector" if s is None else "a dict observation"  # noqa: E731
-        raise NcdpoError(f"{what} {ck.path} was made for {kind(saved)} but {env_id} has {kind(own)}")
+        raise NcdpoError(f"{what} was made for {kind(saved)} but {env_id} has {kind(own)}")
     a, b = dict((k, s) for k, s, _ in saved.keys), dict((k, s) for k, s, _ in own.keys)
     for k, shape in a.items():
         if k not in b:
             raise NcdpoError(
-                f"{what} {ck.path} reads observation entry '{k}' that {env_id} does not produce (it has: "
+                f"{what} reads observation entry '{k}' that {env_id} does not produce (it has: "
                 f"{', '.join(b)}; set env.cameras to the checkpoint's cameras)"
             )
         if tuple(shape) != tuple(b[k]):
             size = lambda s: "x".join(map(str, s))  # noqa: E731
             raise NcdpoError(
-                f"{what} {ck.path} was made for '{k}' of {size(shape)} but {env_id} gives {size(b[k])} (env.image_size)"
+                f"{what} was made for '{k}' of {size(shape)} but {env_id} gives {size(b[k])} (env.image_size)"
             )
     extra = [k for k in b if k not in a]
     if extra:
-        raise NcdpoError(f"{what} {ck.path} does not read observation entry '{extra[0]}' that {env_id} produces")
+        raise NcdpoError(f"{what} does not read observation entry '{extra[0]}' that {env_id} produces")
 
 
 def check_same_prediction(ck: Checkpoint, prediction: str) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ncdpo.algos.base import ActOutput, Agent
-from ncdpo.envs.registry import action_mask, done_values, make_vec_env
+from ncdpo.algos.base import ActOutput, Agent, check_obs_fits
+from ncdpo.envs.registry import action_mask, done_values, env_spec, make_vec_env
 from ncdpo.observations import to_tensor
 from ncdpo.policies.common import ObsNormalizer
 
@@ -60,6 +60,12 @@ def evaluate(
         own = envs is None
         if own:
             envs = make_vec_env(env_id, min(n_episodes, max_envs), act_steps, max_episode_steps, vector, options)
+            if agent.spec.obs is not None or env_spec(envs).obs is not None:
+                try:  # the cameras and image sizes the policy was trained on
+                    check_obs_fits(agent.spec, env_spec(envs), env_id, "the policy")
+                except Exception:
+                    envs.close()
+                    raise
         try:
             return run_episodes(agent, obs_norm, envs, n_episodes, deterministic, seed)
         finally:
