@@ -326,6 +326,15 @@ def test_pixel_bc_then_ncdpo_and_dppo_through_the_cli(tmp_path, capsys):
     bc_args = ["--pretrain.steps", "4", "--pretrain.batch-size", "8", "--pretrain.log-every", "2"]
     assert main(["pretrain", "--dataset", str(d), "--env", "lift-image", *bc_args, "--run-name", "bc", *small]) == 0
     bc = tmp_path / "bc"
+    # the shipped form: no training state and no (never trained) critic; it loads, evaluates and fine-tunes alike
+    assert main(["export", str(bc), "--out", str(tmp_path / "bc.safetensors")]) == 0
+    from ncdpo.checkpoint import load_checkpoint
+
+    exp = load_checkpoint(tmp_path / "bc.safetensors")
+    assert exp.meta["critic_omitted"] and not any(k.startswith("agent.critic.") for k in exp.tensors)
+    a, b = ncdpo.load_policy(bc), ncdpo.load_policy(tmp_path / "bc.safetensors")
+    for k, v in a.agent.policy.state_dict().items():
+        assert torch.equal(v, b.agent.policy.state_dict()[k])
     for algo in ("ncdpo", "dppo"):
         assert main(["train", "--init", str(bc), "--algo", algo, "--total-env-steps", "64", "--env.n-envs", "2",
                      "--env.vector", "sync", "--ppo.n-steps", "8", "--ppo.minibatch-size", "8",

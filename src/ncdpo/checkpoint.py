@@ -160,11 +160,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def export_policy(src: str | Path, dst: str | Path) -> Path:
-    """Copy a checkpoint without its training state (optimiser, RNG, env states, raw pre-EMA weights): what
-    ``eval``, ``collect`` and ``train --init`` need, a fraction of the size (used for the shipped files)."""
+    """Copy a checkpoint without its training state (optimiser, RNG, env states, raw pre-EMA weights, and the
+    never-trained critic of a behaviour-cloned policy): what ``eval``, ``collect`` and ``train --init`` need, a
+    fraction of the size (used for the shipped files)."""
     ck = load_checkpoint(src)
-    keep = {k: v for k, v in ck.tensors.items() if not k.startswith(("resume.", "train_policy."))}
+    drop: tuple[str, ...] = ("resume.", "train_policy.")
     meta = {k: v for k, v in ck.meta.items() if k != "resume"}
+    if meta.get("critic_trained") is False:  # a behaviour-cloned policy's critic was never trained: leave it out
+        drop += ("agent.critic.",)
+        meta["critic_omitted"] = True
+    keep = {k: v for k, v in ck.tensors.items() if not k.startswith(drop)}
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(to_dict(ck.config))}
     header.update({k: json.dumps(v) for k, v in meta.items()})
     blob = st_save(keep, metadata=header)

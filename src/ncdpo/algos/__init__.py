@@ -39,7 +39,10 @@ def load_agent(path: str | Path, device: str = "cpu") -> tuple[Agent, ObsNormali
     cfg = ck.config
     spec = EnvSpec.from_meta(ck.meta)
     agent = make_agent(cfg, ck.obs_dim, ck.act_dim, spec)
-    load_module_state(agent, ck.prefixed("agent"), f"checkpoint {ck.path}")
+    state = ck.prefixed("agent")
+    if ck.meta.get("critic_omitted"):  # an exported BC policy: its untrained critic was left out
+        state.update({f"critic.{k}": v for k, v in agent.critic.state_dict().items()})
+    load_module_state(agent, state, f"checkpoint {ck.path}")
     obs_norm = make_obs_normalizer(spec, cfg.env.norm_obs, cfg.env.clip_obs)
     try:
         obs_norm.rms.load(ck.tensors, "obs_rms")
