@@ -344,9 +344,10 @@ def test_pixel_bc_then_ncdpo_and_dppo_through_the_cli(tmp_path, capsys):
         r = rows(tmp_path / algo)
         assert float(r[0]["losses/first_minibatch_ratio_dev"]) < 1e-5
     # a privileged critic: it reads every low-dim entry (the object state too) and no camera
-    assert main(["train", "--init", str(bc), "--critic.privileged", "true", "--total-env-steps", "32", "--env.n-envs",
-                 "2", "--env.vector", "sync", "--ppo.n-steps", "4", "--ppo.minibatch-size", "8", "--out-dir",
-                 str(tmp_path), "--run-name", "priv", "--progress", "false", "--tensorboard", "false"]) == 0  # fmt: skip
+    assert main(["train", "--init", str(bc), "--critic.privileged", "true", "--total-env-steps", "32",
+                 "--env.n-envs", "2", "--env.vector", "sync", "--ppo.n-steps", "4", "--ppo.minibatch-size", "8",
+                 "--out-dir", str(tmp_path), "--run-name", "priv", "--progress", "false", "--tensorboard",
+                 "false"]) == 0  # fmt: skip
     from ncdpo.algos import load_agent as _load
 
     priv = _load(tmp_path / "priv")[0]
