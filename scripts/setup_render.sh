@@ -20,12 +20,15 @@ if command -v dpkg-query >/dev/null 2>&1; then
   if [ -n "$missing" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     echo "setup_render: installing$missing"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null; }; then
+      echo "setup_render: could not install$missing; the camera tasks (lift-image, ...) need them" >&2
+      exit 0
+    fi
   fi
 else
   echo "setup_render: not a Debian system; install EGL or OSMesa (Mesa) with your package manager" >&2
 fi
 if [ -x "$VENV/bin/python" ]; then
-  "$VENV/bin/python" -c "from ncdpo.envs.render import select_gl_backend; print('setup_render: MuJoCo renders with', select_gl_backend())"
+  "$VENV/bin/python" -c "from ncdpo.envs.render import select_gl_backend; print('setup_render: MuJoCo renders with', select_gl_backend())" \
+    || echo "setup_render: no OpenGL backend renders here; the camera tasks (lift-image, ...) will not run" >&2
 fi
