@@ -461,3 +461,23 @@ def test_the_gpu_timing_script_uses_the_recipe_files_settings_and_needs_torch_on
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "ok (5, 84, 84, 3)" in out
+
+
+@needs_robosuite
+def test_a_camera_task_renders_when_mujoco_was_imported_before_ncdpo():
+    """MuJoCo reads MUJOCO_GL at import: imported first (without it), ncdpo still renders through EGL/OSMesa."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import mujoco\n"
+        "from ncdpo.envs.registry import make_env\n"
+        "e = make_env('lift-image', 4)\n"
+        "o, _ = e.reset(seed=0)\n"
+        "print('std', float(o['robot0_eye_in_hand_image'].std()) > 1)\n"
+        "e.close()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert "std True" in out.stdout, out.stderr[-2000:]

@@ -5,8 +5,9 @@ MuJoCo reads ``MUJOCO_GL`` when it is first imported. ``import ncdpo`` presets i
 is made, then picks the first backend that really renders a frame here -- ``egl`` (Mesa's or a GPU's EGL), then
 ``osmesa`` (Mesa's off-screen software rasteriser) -- by trying each in a short subprocess, and sets
 ``MUJOCO_GL`` (and ``PYOPENGL_PLATFORM``) so that this process and every env worker it starts use it (where
-MuJoCo is already loaded, the preset stands). A backend the user set in ``MUJOCO_GL`` is used as it is. If none
-works, the error names the Debian packages to install (``scripts/setup_render.sh`` installs them).
+MuJoCo was imported before ncdpo, its GL context class is pointed at the chosen backend). A backend the user set
+in ``MUJOCO_GL`` is used as it is. If none works, the error names the Debian packages to install
+(``scripts/setup_render.sh`` installs them).
 
 :class:`CameraRenderer` renders named cameras of a model at one size with the scene's costly effects (shadows,
 reflections, skybox) off: on Mesa's software rasteriser a frame costs about 15 ms at 64-96 px with them off and
@@ -66,9 +67,10 @@ def select_gl_backend() -> str:
     if current and _gl.guessed != current:  # the user's choice
         _chosen = current
         return current
-    if "mujoco" in sys.modules or "OpenGL" in sys.modules:
-        # too late to switch: MuJoCo (or PyOpenGL) is loaded with the backend ncdpo's import guessed
-        _chosen = current or "glfw"
+    if "OpenGL" in sys.modules:  # PyOpenGL is loaded: its platform is fixed, keep the backend that matches it
+        platform = os.environ.get("PYOPENGL_PLATFORM", "").lower()
+        _chosen = platform if platform in BACKENDS else current or "glfw"
+        _use_in_this_process(_chosen)
         return _chosen
     errors = []
     for b in BACKENDS:
@@ -76,6 +78,7 @@ def select_gl_backend() -> str:
         if not err:
             os.environ["MUJOCO_GL"] = os.environ["PYOPENGL_PLATFORM"] = b
             _gl.guessed = b
+            _use_in_this_process(b)
             _chosen = b
             return b
         errors.append(f"MUJOCO_GL={b}: {err}")
@@ -85,6 +88,22 @@ def select_gl_backend() -> str:
         + f"); install the Debian packages {PACKAGES['egl']} (EGL) or {PACKAGES['osmesa']} (OSMesa), "
         "e.g. bash scripts/setup_render.sh"
     )
+
+
+def _use_in_this_process(backend: str) -> None:
+    """MuJoCo imported before ncdpo (so before ``MUJOCO_GL`` was set) holds its default GL context class; point it
+    at ``backend``'s (read by ``mujoco.Renderer`` when it is built; PyOpenGL is not loaded yet, so this works)."""
+    if "mujoco" not in sys.modules or backend not in BACKENDS:
+        return
+    import mujoco.gl_context as glc
+
+    if getattr(glc, "_MUJOCO_GL", "") == backend:
+        return
+    if backend == "egl":
+        from mujoco.egl import GLContext
+    else:
+        from mujoco.osmesa import GLContext
+    glc.GLContext = GLContext
 
 
 class CameraRenderer:
