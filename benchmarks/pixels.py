@@ -87,7 +87,7 @@ def raw_every_step_sps(task: str, n_envs: int, decisions: int) -> float:
 
 
 def train_cost(init: str, algo: str, iters: int, extra: list[str], name: str) -> dict[str, float]:
-    run = OUT / "runs" / name
+    run = OUT / "train" / name
     subprocess.check_call(
         [
             *H.NCDPO, "train", "--init", init, "--algo", algo, "--config", str(CONFIGS[algo]), "--total-env-steps",
@@ -173,7 +173,7 @@ def throughput(init: str, iters: int, settings: list[tuple[int, str]], decisions
 
 def train_cost_fresh(algo: str, iters: int, size: int, kind: str, name: str) -> dict[str, float]:
     """The same recipe on a policy of another image size or encoder, built fresh (BC weights do not fit it)."""
-    run = OUT / "runs" / name
+    run = OUT / "train" / name
     cmd = [
         *H.NCDPO, "train", "--env", "lift-image", "--algo", algo, "--config", str(CONFIGS[algo]), "--horizon", "4",
         "--act-steps", "4", "--diffusion.denoising-steps", "10", "--diffusion.hidden-dim", "256",
