@@ -60,9 +60,10 @@ def evaluate(
         own = envs is None
         if own:
             envs = make_vec_env(env_id, min(n_episodes, max_envs), act_steps, max_episode_steps, vector, options)
-            if agent.spec.obs is not None or env_spec(envs).obs is not None:
+            saved = getattr(agent, "spec", None)  # any object with act() and parameters() evaluates
+            if saved is not None and (saved.obs is not None or env_spec(envs).obs is not None):
                 try:  # the cameras and image sizes the policy was trained on
-                    check_obs_fits(agent.spec, env_spec(envs), env_id, "the policy")
+                    check_obs_fits(saved, env_spec(envs), env_id, "the policy")
                 except Exception:
                     envs.close()
                     raise
