@@ -81,11 +81,6 @@ def render_table(frames: int = 40) -> str:
     )
 
 
-def raw_every_step_sps(task: str, n_envs: int, decisions: int) -> float:
-    """Env steps/s with the cameras rendered at every env step (act_steps 1: a decision per step)."""
-    return H.raw_env_sps(task, n_envs, act_steps=1, decisions=decisions * 4, vector="async")
-
-
 def train_cost(init: str, algo: str, iters: int, extra: list[str], name: str) -> dict[str, float]:
     run = OUT / "train" / name
     subprocess.check_call(
@@ -96,15 +91,21 @@ def train_cost(init: str, algo: str, iters: int, extra: list[str], name: str) ->
         ],
         stdout=subprocess.DEVNULL,
     )
-    log = H.read_log(run)[1:]  # the first iteration starts the subprocess workers
-    steps = int(log[-1]["env_steps"]) - int(H.read_log(run)[0]["env_steps"])
-    wall = float(log[-1]["wall_s"]) - float(H.read_log(run)[0]["wall_s"])
-    c = H.run_cost(log)
+    return short_run_cost(run)
+
+
+def short_run_cost(run: Path) -> dict[str, float]:
+    """Env steps/s, rollout and update seconds per iteration and peak memory of a short run, its first iteration
+    (which starts the subprocess workers) left out."""
+    full = H.read_log(run)
+    log = full[1:]
+    steps = int(log[-1]["env_steps"]) - int(full[0]["env_steps"])
+    wall = float(log[-1]["wall_s"]) - float(full[0]["wall_s"])
     return {
         "train_sps": steps / wall,
         "rollout_s": float(np.mean([float(r["perf/rollout_s"]) for r in log])),
         "update_s": float(np.mean([float(r["perf/update_s"]) for r in log])),
-        "peak_mem_mb": c["peak_mem_mb"],
+        "peak_mem_mb": H.run_cost(log)["peak_mem_mb"],
     }
 
 
@@ -128,7 +129,8 @@ def throughput(init: str, iters: int, settings: list[tuple[int, str]], decisions
     rows, lines = [], []
     raw_state = H.raw_env_sps("lift", 8, act_steps=4, decisions=decisions, vector="async")
     raw_img = H.raw_env_sps("lift-image", 8, act_steps=4, decisions=decisions, vector="async")
-    raw_every = raw_every_step_sps("lift-image", 8, decisions)
+    # cameras rendered at every env step: act_steps 1, a decision (and an observation) per step
+    raw_every = H.raw_env_sps("lift-image", 8, act_steps=1, decisions=decisions * 4, vector="async")
     lines += [
         "Raw env steps/s, 8 subprocess envs, random actions, 4 actions per decision:",
         "",
@@ -182,16 +184,7 @@ def train_cost_fresh(algo: str, iters: int, size: int, kind: str, name: str) -> 
         "--save-every", "1000", "--out-dir", str(run.parent), "--run-name", run.name, "--overwrite"
     ]  # fmt: skip
     subprocess.check_call(cmd, stdout=subprocess.DEVNULL)
-    full = H.read_log(run)
-    log = full[1:]
-    steps = int(log[-1]["env_steps"]) - int(full[0]["env_steps"])
-    wall = float(log[-1]["wall_s"]) - float(full[0]["wall_s"])
-    return {
-        "train_sps": steps / wall,
-        "rollout_s": float(np.mean([float(r["perf/rollout_s"]) for r in log])),
-        "update_s": float(np.mean([float(r["perf/update_s"]) for r in log])),
-        "peak_mem_mb": H.run_cost(log)["peak_mem_mb"],
-    }
+    return short_run_cost(run)
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ EVAL_SEED = 12345
 TASK_DEFAULTS = {"square": {"episodes": 300, "bc_steps": 60_000}, "transport": {"bc_steps": 60_000}}
 # Camera tasks (``*-image``): the same demonstrations (the same seeds, hence the same episodes as the state task's)
 # recorded with the task's cameras; the image datasets are far too large to ship (100 Lift episodes at 84x84 are
-# ~25 MB compressed), so only the BC policy and the summary go into the package and this script rebuilds the rest.
+# 89 MB compressed), so only the BC policy and the summary go into the package and this script rebuilds the rest.
 IMAGE_SHIP_DATASET = False
 
 

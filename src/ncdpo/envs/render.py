@@ -10,8 +10,8 @@ in ``MUJOCO_GL`` is used as it is. If none works, the error names the Debian pac
 (``scripts/setup_render.sh`` installs them).
 
 :class:`CameraRenderer` renders named cameras of a model at one size with the scene's costly effects (shadows,
-reflections, skybox) off: on Mesa's software rasteriser a frame costs about 15 ms at 64-96 px with them off and
-several times more with them on, whatever the size (RESULTS section 9).
+reflections, skybox) off: on Mesa's software rasteriser a frame costs 17-21 ms at 64-96 px with them off and
+2-4 times that with them on, whatever the size (RESULTS section 9).
 """
 
 from __future__ import annotations

@@ -85,11 +85,13 @@ class ViT(nn.Module):
         n = (size // cfg.patch) ** 2
         self.embed = nn.Conv2d(3, cfg.embed_dim, cfg.patch, cfg.patch)
         self.pos = nn.Parameter(torch.randn(1, n, cfg.embed_dim) * 0.02)
-        block = nn.TransformerEncoderLayer(
-            cfg.embed_dim, cfg.heads, 4 * cfg.embed_dim, dropout=0.0, activation="gelu", batch_first=True,
-            norm_first=True,
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                cfg.embed_dim, cfg.heads, 4 * cfg.embed_dim, dropout=0.0, activation="gelu", batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(cfg.depth)
         )  # fmt: skip
-        self.blocks = nn.ModuleList([block if i == 0 else _clone(block) for i in range(cfg.depth)])
         self.norm = nn.LayerNorm(cfg.embed_dim)
         self.head = _head(n * cfg.embed_dim, cfg.feature_dim)
 
@@ -99,16 +101,6 @@ class ViT(nn.Module):
         for blk in self.blocks:
             t = blk(t)
         return self.head(self.norm(t).flatten(1))
-
-
-def _clone(m: nn.Module) -> nn.Module:
-    import copy
-
-    out = copy.deepcopy(m)
-    for p in out.parameters():  # fresh weights, not a copy of the first block's
-        if p.dim() > 1:
-            nn.init.xavier_uniform_(p)
-    return out
 
 
 NETS = {"conv": ConvNet, "vit": ViT}
