@@ -149,8 +149,10 @@ def evaluate(
     sampled: bool = False,
     n_envs: int | None = None,
     legacy_seed: int | None = None,
+    extra: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """``ncdpo eval TARGET`` over ``episodes`` complete episodes with ``seed``, cached in the JSON file ``res``.
+    """``ncdpo eval TARGET`` over ``episodes`` complete episodes with ``seed``, cached in the JSON file ``res``
+    (``extra``: more ``ncdpo eval`` options, e.g. ``--noise-mean``).
 
     A cached result of another seed is evaluated again; one written before results recorded their seed counts as
     ``legacy_seed`` (the seed its script used then). Without a checkpoint to evaluate (a clone holds only the raw
@@ -168,7 +170,7 @@ def evaluate(
                 f"{res} was evaluated with seed {was} and {target} has no checkpoint to evaluate with "
                 f"seed {seed}: pass --eval-seed {was} to rebuild the table from the cached results"
             )
-    extra = [*(["--sampled"] if sampled else []), *(["--n-envs", str(n_envs)] if n_envs else [])]
+    extra = [*(["--sampled"] if sampled else []), *(["--n-envs", str(n_envs)] if n_envs else []), *extra]
     subprocess.check_call(
         [*NCDPO, "eval", str(target), "--episodes", str(episodes), "--seed", str(seed), "--json", str(res), *extra],
         stdout=subprocess.DEVNULL,

@@ -33,11 +33,17 @@ class Policy:
     alone, and the same seed gives the same actions as ``ncdpo eval --seed``.
     """
 
-    def __init__(self, path: str | Path, device: str = "cpu", deterministic: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, device: str = "cpu", deterministic: bool = True, seed: int = 0, noise_mean: bool = False
+    ) -> None:
         from ncdpo.algos import load_agent
 
         with torch.random.fork_rng(devices=[]):  # building the modules draws their (overwritten) initial weights
             self.agent, self.obs_norm, self.checkpoint = load_agent(path, device)
+        if noise_mean:
+            if getattr(self.agent, "noise_policy", None) is None:
+                raise NcdpoError(f"noise_mean needs an NCDPO policy with a noise policy ({path} has none)")
+            self.agent.noise_mean = True
         cfg = self.checkpoint.config
         self.config: TrainConfig = cfg
         self.env_id, self.algo, self.act_steps = cfg.env.id, cfg.algo, cfg.act_steps
@@ -170,9 +176,18 @@ def to_env(a: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return to_bounds(a, low, high).astype(np.float32)
 
 
-def load_policy(path_or_shipped: str | Path, device: str = "cpu", deterministic: bool = True, seed: int = 0) -> Policy:
-    """Load a trained policy: a checkpoint file, a run folder (its final checkpoint) or ``shipped:TASK``."""
-    return Policy(path_or_shipped, device, deterministic, seed)
+def load_policy(
+    path_or_shipped: str | Path,
+    device: str = "cpu",
+    deterministic: bool = True,
+    seed: int = 0,
+    noise_mean: bool = False,
+) -> Policy:
+    """Load a trained policy: a checkpoint file, a run folder (its final checkpoint) or ``shipped:TASK``.
+
+    ``noise_mean``: an NCDPO policy with a learned noise policy acts with the noise policy's mean ``mu_psi(s)``
+    instead of drawing the chain noise from it (as ``ncdpo eval --noise-mean``)."""
+    return Policy(path_or_shipped, device, deterministic, seed, noise_mean)
 
 
 def _values(config: TrainConfig | Mapping[str, Any] | str | Path | None, values: dict[str, Any]) -> dict[str, Any]:

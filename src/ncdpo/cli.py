@@ -44,6 +44,7 @@ SECTION_TITLES = {
     "mlp": "MLP policy of algo ppo (mlp.*)",
     "critic": "critic (critic.*)",
     "encoder": "image encoders of camera tasks (encoder.*)",
+    "noise_policy": "NCDPO's noise policy, an extension beyond the paper (noise_policy.*)",
     "pretrain": "behaviour cloning (pretrain.*)",
 }
 
@@ -189,6 +190,11 @@ def build_parser() -> _Parser:
         metavar="S",
         help="NCDPO only: multiply the chain noise by S (0: the noise-free path of the chain); "
         "default: as the checkpoint was trained",
+    )
+    ev.add_argument(
+        "--noise-mean",
+        action="store_true",
+        help="NCDPO with a noise policy: act with its mean mu_psi(s) instead of drawing the chain noise from it",
     )
     ev.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")

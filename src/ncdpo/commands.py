@@ -134,6 +134,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not args.chain_noise_scale >= 0:
             raise NcdpoError(f"--chain-noise-scale must be >= 0 (got {args.chain_noise_scale})")
         agent.policy.cfg.chain_noise_scale = args.chain_noise_scale  # the policy's config is cfg.diffusion
+    if args.noise_mean:
+        if getattr(agent, "noise_policy", None) is None:
+            raise NcdpoError(f"--noise-mean needs an NCDPO checkpoint with a noise policy ({ck.path} has none)")
+        agent.noise_mean = True
     deterministic = not args.sampled
     if args.n_envs < 1:
         raise NcdpoError(f"--n-envs must be >= 1 (got {args.n_envs})")
@@ -156,6 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"return {res['return_mean']:.1f} ± {res['return_std']:.1f} over {args.episodes} episodes ({mode}), "
         f"mean length {res['length_mean']:.0f}"
         + (f", chain noise x {args.chain_noise_scale:g}" if args.chain_noise_scale is not None else "")
+        + (", noise policy's mean" if args.noise_mean else "")
         + (f", success rate {res['success_rate']:.2f}" if res["success_rate"] == res["success_rate"] else "")
     )
     if args.json:
@@ -170,6 +175,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "episodes": args.episodes,
             "chain_noise_scale": cfg.diffusion.chain_noise_scale if cfg.algo == "ncdpo" else None,
+            **({"noise_mean": True} if args.noise_mean else {}),
             **clean,
         }
         atomic_write_bytes(args.json, json.dumps(payload, indent=2).encode())

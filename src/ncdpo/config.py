@@ -252,6 +252,44 @@ class EncoderConfig:
 
 
 @dataclass
+class NoisePolicyConfig:
+    """NCDPO's noise policy (an extension beyond the paper, docs/METHOD.md section 6): the chain noise xi is drawn
+    from a learned, state-conditioned Gaussian ``N(mu_psi(s), diag(sigma_psi)^2)`` instead of ``N(0, I)``, and PPO
+    treats ``(xi, a)`` as the action, so the choice of noise (the behaviour mode it picks) gets credit. It starts as
+    ``N(0, I)`` exactly (zero-initialised mean, std 1): the fine-tuning starts from the BC policy unchanged."""
+
+    enabled: bool = False
+    """Learn the noise policy psi beside the denoiser (algo ncdpo only; off: NCDPO as the paper states it)."""
+    covers: Literal["initial", "all"] = "initial"
+    """Which part of xi the noise policy draws: ``initial``, the initial latent x_K only (the rest stays N(0, I));
+    ``all``, every noise of the chain (the initial latent and each step's)."""
+    ratio: Literal["factored", "joint"] = "factored"
+    """``factored``: a two-level decision, each level with its own PPO ratio, clip and advantage: first the
+    noise (its advantage has a critic of the state alone, V(s), as baseline), then the action given the noise
+    (the plain NCDPO term, with the run's critic). ``joint``: one ratio of ``pi(xi, a | s)`` (the plainest form;
+    the last step's Gaussian dominates it)."""
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """Hidden layer sizes of the mean network mu_psi(s)."""
+    activation: Literal["tanh", "relu", "silu"] = "tanh"
+    """Activation of the mean network."""
+    std_init: float = 1.0
+    """Initial std sigma_psi of every covered noise dimension (1: the BC policy's own N(0, I))."""
+    std_min: float = 0.05
+    """Lower bound of sigma_psi (a learned, state-independent std per noise dimension, kept in its bounds after
+    every optimiser step)."""
+    std_max: float = 1.0
+    """Upper bound of sigma_psi (above 1 the chain starts from latents wider than the denoiser was trained on)."""
+    lr: float = 1e-3
+    """Adam learning rate of the noise policy (its own parameter group and gradient-norm clip; 0 freezes it at
+    its initial N(0, I), which is plain NCDPO)."""
+    clip_coef: float = 0.2
+    """PPO clip of the noise level's ratio (``ratio: factored``)."""
+    target_kl: float = 0.0
+    """Stop updating the noise policy for the rest of an iteration once its approximate KL exceeds 1.5x this
+    (``ratio: factored``; 0: only ``ppo.target_kl``, which stops both levels)."""
+
+
+@dataclass
 class PretrainConfig:
     """Behaviour cloning of the diffusion policy on a dataset (``ncdpo pretrain``)."""
 
@@ -331,6 +369,8 @@ class TrainConfig:
     """Critic settings."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     """Image encoder settings (tasks with cameras)."""
+    noise_policy: NoisePolicyConfig = field(default_factory=NoisePolicyConfig)
+    """NCDPO's noise policy: learn where to draw the chain noise (an extension beyond the paper; off by default)."""
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     """Behaviour-cloning settings (``ncdpo pretrain`` only)."""
 
@@ -630,4 +670,21 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(e.embed_dim % e.heads == 0, f"encoder.embed_dim ({e.embed_dim}) must be a multiple of encoder.heads")
     need(e.depth >= 0, f"encoder.depth must be >= 0 (got {e.depth})")
     need(e.aug_pad >= 0, f"encoder.aug_pad must be >= 0 (got {e.aug_pad})")
+    n = cfg.noise_policy
+    need(all(h >= 1 for h in n.hidden_dims), "noise_policy.hidden_dims must be positive")
+    need(
+        0 < n.std_min <= n.std_init <= n.std_max,
+        f"noise_policy.std_init must lie in [std_min, std_max] with std_min > 0 (got {n.std_min}, {n.std_init}, "
+        f"{n.std_max})",
+    )
+    need(n.lr >= 0, f"noise_policy.lr must be >= 0 (got {n.lr})")
+    need(n.clip_coef > 0, f"noise_policy.clip_coef must be positive (got {n.clip_coef})")
+    need(n.target_kl >= 0, f"noise_policy.target_kl must be >= 0 (got {n.target_kl})")
+    if n.enabled:
+        need(cfg.algo == "ncdpo", f"noise_policy.enabled applies to algo ncdpo (got algo {cfg.algo})")
+        need(
+            d.chain_noise_scale == 1.0,
+            "noise_policy.enabled needs diffusion.chain_noise_scale 1 in training (the noise policy draws the noise; "
+            "ncdpo eval --chain-noise-scale scales its spread)",
+        )
     return cfg

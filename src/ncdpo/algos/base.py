@@ -56,21 +56,23 @@ class Agent(nn.Module):
         self.discrete = self.spec.discrete
         self.obs_spec = self.spec.obs_spec
         self.aug_pad = cfg.encoder.aug_pad if self.obs_spec is not None and self.obs_spec.image_keys else 0
-        if self.obs_spec is None:
-            if cfg.critic.privileged:
-                raise NcdpoError(
-                    "critic.privileged applies to dict observations with privileged entries (-image tasks)"
-                )
-            critic_in, critic_encoder = obs_dim - self.spec.critic_start + self.critic_extra_dim, None
-        else:
-            from ncdpo.policies.encoders import critic_encoder as make_critic_encoder
-
-            if self.discrete or self.spec.n_agents > 1:
-                raise NcdpoError("dict (camera) observations need a single-agent task with continuous actions")
-            critic_in = self.critic_extra_dim
-            critic_encoder = make_critic_encoder(self.obs_spec, cfg.encoder, cfg.critic.privileged)
-        self.critic = Critic(critic_in, cfg.critic.hidden_dims, cfg.critic.activation, critic_encoder)
+        if self.obs_spec is None and cfg.critic.privileged:
+            raise NcdpoError("critic.privileged applies to dict observations with privileged entries (-image tasks)")
+        if self.obs_spec is not None and (self.discrete or self.spec.n_agents > 1):
+            raise NcdpoError("dict (camera) observations need a single-agent task with continuous actions")
+        self.critic = self.make_critic(cfg, self.critic_extra_dim)
         self.value_norm = ValueNorm() if cfg.ppo.norm_value else None
+
+    def make_critic(self, cfg: TrainConfig, extra_dim: int = 0) -> Critic:
+        """A critic of what :meth:`critic_obs` reads plus ``extra_dim`` features (a dict observation: with its own
+        encoder)."""
+        if self.obs_spec is None:
+            critic_in, encoder = self.obs_dim - self.spec.critic_start + extra_dim, None
+        else:
+            from ncdpo.policies.encoders import critic_encoder
+
+            critic_in, encoder = extra_dim, critic_encoder(self.obs_spec, cfg.encoder, cfg.critic.privileged)
+        return Critic(critic_in, cfg.critic.hidden_dims, cfg.critic.activation, encoder)
 
     def actor_encoder(self, cfg: TrainConfig) -> tuple[nn.Module | None, int]:
         """The actor's encoder for a dict observation and its feature width; ``(None, actor_dim)`` for a vector."""
@@ -178,10 +180,44 @@ class Agent(nn.Module):
         """PPO clip range of each sample (a float for all by default)."""
         return clip
 
+    @property
+    def has_aux_value(self) -> bool:
+        """Whether :meth:`aux_value` returns a second critic's output."""
+        return False
+
+    def aux_value(self, obs: Any) -> torch.Tensor | None:
+        """A second critic's output, trained on the same value targets as :meth:`critic_value` (NCDPO's noise
+        policy: V(s) beside a critic that conditions on the chain's mean); None: there is none."""
+        return None
+
     # ---------------------------------------------------------------- training hooks
+    noise_target_kl: float = 0.0
+    """Factored PPO (a log-probability per factor, the first the noise policy's): stop updating the
+    :meth:`noise_parameters` for the rest of an update once the first factor's approximate KL exceeds 1.5x this."""
+
     def actor_parameters(self) -> list[nn.Parameter]:
         """The parameters the actor's learning rate applies to."""
-        return [p for n, p in self.named_parameters() if not n.startswith("critic.")]
+        return [p for n, p in self.named_parameters() if not n.startswith(_NOT_ACTOR)]
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """The parameters the critic's learning rate applies to (every critic's)."""
+        return [p for n, p in self.named_parameters() if n.startswith(_CRITICS)]
+
+    def noise_parameters(self) -> list[nn.Parameter]:
+        """NCDPO's noise policy: its own learning rate and gradient-norm clip (empty for every other agent)."""
+        return [p for n, p in self.named_parameters() if n.startswith("noise_policy.")]
+
+    def noise_level_parameters(self) -> list[nn.Parameter]:
+        """What serves the noise level (the noise policy and its critic): their gradient norm is clipped apart from
+        the rest, so the action level's steps are the same with or without them."""
+        return self.noise_parameters()
+
+    def after_step(self) -> None:
+        """Called after every optimiser step (to keep bounded parameters in their bounds)."""
+
+    def charts(self) -> dict[str, float]:
+        """Extra ``charts/*`` metrics of the agent for the iteration's log row."""
+        return {}
 
     def set_progress(self, frac: float) -> None:
         """Called before each rollout with the fraction of the budget spent (for schedules)."""
@@ -215,6 +251,10 @@ class Agent(nn.Module):
 
     def check_init(self, ck: Checkpoint) -> None:
         """Refuse an ``--init`` checkpoint whose tensors fit but mean something else (before any is loaded)."""
+
+
+_CRITICS = ("critic.", "state_critic.")
+_NOT_ACTOR = (*_CRITICS, "noise_policy.")
 
 
 def check_obs_spec(ck: Checkpoint, spec: EnvSpec, env_id: str, what: str = "checkpoint") -> None:

@@ -31,21 +31,34 @@ def compute_gae(
 
 @dataclass
 class PolicyLoss:
-    """The clipped surrogate and its diagnostics for one minibatch."""
+    """The clipped surrogate and its diagnostics for one minibatch (factored: ``approx_kl``, ``clipfrac`` and
+    ``factor_losses`` per factor, ``loss`` their sum)."""
 
     loss: torch.Tensor
     ratio: torch.Tensor
     approx_kl: torch.Tensor
     clipfrac: torch.Tensor
+    factor_losses: torch.Tensor | None = None
 
 
 def clipped_policy_loss(
     new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor, clip: float | torch.Tensor
 ) -> PolicyLoss:
-    """PPO's clipped surrogate, to be minimised: ``-min(r A, clip(r, 1-c, 1+c) A)`` averaged."""
+    """PPO's clipped surrogate, to be minimised: ``-min(r A, clip(r, 1-c, 1+c) A)`` averaged.
+
+    Factored PPO (log-probabilities and advantages of shape (B, F), one column per factor of the action, ``clip``
+    a float or one per factor): each factor has its own ratio, clip and advantage, and the loss is the sum of the
+    factors' surrogates."""
     log_ratio = new_log_prob - old_log_prob
     ratio = log_ratio.exp()
-    loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+    surrogate = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip))
+    if surrogate.dim() > 1:
+        per_factor = surrogate.mean(0)
+        with torch.no_grad():
+            approx_kl = ((ratio - 1) - log_ratio).mean(0)
+            clipfrac = ((ratio - 1).abs() > clip).float().mean(0)
+        return PolicyLoss(per_factor.sum(), ratio, approx_kl, clipfrac, per_factor)
+    loss = surrogate.mean()
     with torch.no_grad():
         approx_kl = ((ratio - 1) - log_ratio).mean()
         clipfrac = ((ratio - 1).abs() > clip).float().mean()

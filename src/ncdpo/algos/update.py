@@ -15,6 +15,9 @@ from ncdpo.algos.losses import check_finite, clipped_policy_loss
 from ncdpo.config import PPOConfig, TrainConfig
 
 STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
+NOISE_STATS = ("noise_policy_loss", "noise_approx_kl", "noise_clipfrac")
+"""Factored PPO with NCDPO's noise policy: the noise level's own loss, KL and clip fraction (the action level's are
+``policy_loss``, ``approx_kl`` and ``clipfrac``)."""
 
 
 class _Minibatches:
@@ -29,28 +32,58 @@ class _Minibatches:
         self.v_ret, self.v_old = (
             (batch.returns, batch.values) if vn is None else (vn.normalize(batch.returns), vn.normalize(batch.values))
         )
-        self.params = [q for g in optimizer.param_groups for q in g["params"]]
-        self.stats: dict[str, list[float]] = {k: [] for k in STATS}
+        # the noise level (NCDPO's noise policy and its critic) is clipped on its own: each level has its own step size
+        self.noise_params = agent.noise_parameters()
+        self.noise_level = agent.noise_level_parameters()
+        level_ids = {id(q) for q in self.noise_level}
+        self.params = [q for g in optimizer.param_groups for q in g["params"] if id(q) not in level_ids]
+        self.factored = batch.log_prob.dim() > 1
+        self.noise_stopped = False  # the noise level's own KL stop (agent.noise_target_kl) fired in this update
+        keys = STATS + (NOISE_STATS if self.factored else ()) + (("noise_grad_norm",) if self.noise_level else ())
+        keys += ("noise_value_loss",) if agent.has_aux_value else ()
+        self._aux_loss: torch.Tensor | None = None
+        self.stats: dict[str, list[float]] = {k: [] for k in keys}
         self.first_ratio_dev = math.nan
 
     def _value_loss(self, idx: torch.Tensor, store: dict[str, torch.Tensor]) -> torch.Tensor:
         p = self.p
-        new_v = self.agent.critic_value(self.batch.minibatch_obs(idx), store)
-        return losses.value_loss(new_v, self.v_old[idx], self.v_ret[idx], p.clip_coef if p.clip_vloss else None)
+        obs = self.batch.minibatch_obs(idx)
+        new_v = self.agent.critic_value(obs, store)
+        v_loss = losses.value_loss(new_v, self.v_old[idx], self.v_ret[idx], p.clip_coef if p.clip_vloss else None)
+        aux = self.agent.aux_value(obs)  # a second critic (V(s) for the noise policy) learns the same targets
+        if aux is not None:
+            aux_loss = losses.value_loss(aux, self.v_old[idx], self.v_ret[idx], None)
+            check_finite(aux_loss, "value loss of the noise level's critic")
+            self.stats["noise_value_loss"].append(float(aux_loss.detach()))
+            self._aux_loss = aux_loss
+        return v_loss
+
+    def _with_aux(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` plus the second critic's value loss of the same minibatch (if there is one)."""
+        aux, self._aux_loss = self._aux_loss, None
+        return loss if aux is None else loss + self.p.vf_coef * aux
 
     def _step(self, loss: torch.Tensor) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         gn = nn.utils.clip_grad_norm_(self.params, self.p.max_grad_norm)
         check_finite(gn, "gradient norm")
+        if self.noise_level:
+            if self.noise_stopped:
+                for q in self.noise_params:
+                    q.grad = None  # Adam leaves a parameter without a gradient alone
+            gn_noise = nn.utils.clip_grad_norm_(self.noise_level, self.p.max_grad_norm)
+            check_finite(gn_noise, "gradient norm of the noise policy")
+            self.stats["noise_grad_norm"].append(float(gn_noise))
         self.optimizer.step()
+        self.agent.after_step()
         return gn
 
     def critic_step(self, idx: torch.Tensor) -> None:
         """Critic warm-up: only the value loss is optimised."""
         v_loss = self._value_loss(idx, self.batch.minibatch_store(idx))
         check_finite(v_loss, "value loss")
-        self.stats["grad_norm"].append(float(self._step(self.p.vf_coef * v_loss)))
+        self.stats["grad_norm"].append(float(self._step(self._with_aux(self.p.vf_coef * v_loss))))
         self.stats["value_loss"].append(float(v_loss.detach()))
 
     def actor_critic_step(self, idx: torch.Tensor) -> bool:
@@ -60,27 +93,42 @@ class _Minibatches:
         new_logp, entropy = agent.log_prob_entropy(b.minibatch_obs(idx), store)
         adv = b.advantages[idx]
         if p.norm_adv and len(idx) > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            if adv.dim() > 1:  # factored: each factor's advantages normalised on their own
+                adv = (adv - adv.mean(0)) / (adv.std(0) + 1e-8)
+            else:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         scale = agent.advantage_scale(store)
         if scale is not None:
             adv = adv * scale
         pl = clipped_policy_loss(new_logp, b.log_prob[idx], adv, agent.clip_coef(store, p.clip_coef))
         if math.isnan(self.first_ratio_dev):
             self.first_ratio_dev = float((pl.ratio.detach() - 1).abs().max())
-        if p.target_kl > 0 and float(pl.approx_kl) > 1.5 * p.target_kl:
-            self.stats["approx_kl"].append(float(pl.approx_kl))  # logged: the KL that stopped the update
+        # factored: ppo.target_kl watches the last factor (the action given the noise) and stops both levels
+        kl = pl.approx_kl[-1] if self.factored else pl.approx_kl
+        if p.target_kl > 0 and float(kl) > 1.5 * p.target_kl:
+            self.stats["approx_kl"].append(float(kl))  # logged: the KL that stopped the update
             return False
+        policy_loss = pl.loss
+        if self.factored:
+            noise_kl = float(pl.approx_kl[0])
+            if agent.noise_target_kl > 0 and noise_kl > 1.5 * agent.noise_target_kl:
+                self.noise_stopped = True
+            if self.noise_stopped:  # the action level alone from here on
+                policy_loss = pl.factor_losses[-1]
+            for k, v in zip(NOISE_STATS, (pl.factor_losses[0].detach(), noise_kl, pl.clipfrac[0])):
+                self.stats[k].append(float(v))
         v_loss = self._value_loss(idx, store)
-        loss = pl.loss - p.ent_coef * entropy + p.vf_coef * v_loss
+        loss = policy_loss - p.ent_coef * entropy + p.vf_coef * v_loss
         check_finite(pl.loss, "policy loss")
         check_finite(v_loss, "value loss")
-        gn = self._step(loss)
+        gn = self._step(self._with_aux(loss))
+        last = (lambda x: x[-1]) if self.factored else (lambda x: x)  # noqa: E731
         for k, v in (
-            ("policy_loss", pl.loss),
+            ("policy_loss", last(pl.factor_losses) if self.factored else pl.loss),
             ("value_loss", v_loss),
             ("entropy", entropy),
-            ("approx_kl", pl.approx_kl),
-            ("clipfrac", pl.clipfrac),
+            ("approx_kl", kl),
+            ("clipfrac", last(pl.clipfrac)),
             ("grad_norm", gn),
         ):
             self.stats[k].append(float(v.detach()) if torch.is_tensor(v) else float(v))

@@ -112,7 +112,13 @@ class DiscreteDiffusionPolicy(DiffusionPolicy):
         self, obs: Tensor, deterministic: bool = False, generator: Gen = None, mask: Mask = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Returns ``(action (B,), noise xi, log-prob (B,), logits (B, n_actions))``."""
-        noise = self.sample_noise(obs.shape[0], generator)
+        return self.act_given(obs, self.sample_noise(obs.shape[0], generator), deterministic, generator, mask)
+
+    @torch.no_grad()
+    def act_given(  # type: ignore[override]
+        self, obs: Tensor, noise: Tensor, deterministic: bool = False, generator: Gen = None, mask: Mask = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`act` with the chain noise ``xi`` given (e.g. drawn by a noise policy)."""
         lg = self.logits(obs, noise, mask)
         a = sample_categorical(lg, deterministic, generator)
         return a, noise, categorical_log_prob(lg, a), lg

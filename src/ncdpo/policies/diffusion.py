@@ -245,7 +245,11 @@ class DiffusionPolicy(nn.Module):
 
     def log_prob(self, obs: torch.Tensor, noise: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``log pi_theta(a | s, xi)`` of the executed actions ``a`` (B, act_steps, act_dim)."""
-        m = self.chain_mean(self.encode(obs), noise)[:, : self.act_steps]
+        return self.log_prob_features(self.encode(obs), noise, action)
+
+    def log_prob_features(self, feat: torch.Tensor, noise: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_prob` given the condition :meth:`encode` computed."""
+        m = self.chain_mean(feat, noise)[:, : self.act_steps]
         return gaussian_log_prob(action, m, self.sigma_exp())
 
     def entropy(self) -> torch.Tensor:
@@ -259,7 +263,14 @@ class DiffusionPolicy(nn.Module):
         """Sample executed actions. Returns ``(action (B, act_steps, A), noise xi, log-prob (B,))``, plus the
         chain mean ``m_theta(s, xi)`` of the executed actions if ``return_mean``."""
         feat = self.encode(obs)
-        noise = self.sample_noise(feat.shape[0], generator)
+        return self.act_given(feat, self.sample_noise(feat.shape[0], generator), deterministic, generator, return_mean)
+
+    @torch.no_grad()
+    def act_given(
+        self, feat: Tensor, noise: Tensor, deterministic: bool = False, generator: Gen = None, return_mean: bool = False
+    ) -> tuple[Tensor, ...]:
+        """:meth:`act` given the condition :meth:`encode` computed and the chain noise ``xi`` (e.g. drawn by a noise
+        policy)."""
         m = self.chain_mean(feat, noise)[:, : self.act_steps]
         if deterministic:
             a = m

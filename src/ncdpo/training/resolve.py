@@ -109,6 +109,14 @@ INHERITED_FIELDS = (
     "encoder.heads",
 )
 
+NOISE_POLICY_INHERITED = (
+    "noise_policy.enabled",
+    "noise_policy.covers",
+    "noise_policy.hidden_dims",
+    "noise_policy.activation",
+)
+"""Inherited from an ``--init`` checkpoint that has a noise policy (one without keeps the run's own settings)."""
+
 
 def init_values(path: str) -> dict[str, Any]:
     """Config values inherited from an ``--init`` checkpoint (empty without one).
@@ -123,6 +131,8 @@ def init_values(path: str) -> dict[str, Any]:
     ck = load_checkpoint(path)
     flat = flatten_nested(to_dict(ck.config))
     out = {k: flat[k] for k in INHERITED_FIELDS}
+    if flat.get("noise_policy.enabled"):  # a fine-tuned noise policy goes on with the policy it steers
+        out.update({k: flat[k] for k in NOISE_POLICY_INHERITED})
     if ck.meta.get("kind") == "pretrain":
         out["env.update_obs_norm"] = False
     if not ck.meta.get("critic_trained", True):  # no critic to load: the run's own recipe chooses it

@@ -197,17 +197,21 @@ class Trainer(RunSkeleton):
         return {"action_bounds": [np.asarray(low).tolist(), np.asarray(high).tolist()]}
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        """Adam's groups: the actor, the critic, and a learnable exploration std given its own lr if asked."""
+        """Adam's groups: the actor, the critic(s), a learnable exploration std given its own lr if asked, and NCDPO's
+        noise policy (``noise_policy.lr``)."""
         cfg = self.cfg
         actor = self.agent.actor_parameters()
         groups = [
             {"params": actor, "lr": cfg.ppo.actor_lr},
-            {"params": list(self.agent.critic.parameters()), "lr": cfg.ppo.critic_lr},
+            {"params": self.agent.critic_parameters(), "lr": cfg.ppo.critic_lr},
         ]
         sigma = getattr(getattr(self.agent, "policy", None), "log_sigma_exp", None)
         if cfg.diffusion.sigma_exp_lr > 0 and isinstance(sigma, torch.nn.Parameter) and any(q is sigma for q in actor):
             groups[0]["params"] = [q for q in actor if q is not sigma]
             groups.append({"params": [sigma], "lr": cfg.diffusion.sigma_exp_lr})
+        noise = self.agent.noise_parameters()
+        if noise:
+            groups.append({"params": noise, "lr": cfg.noise_policy.lr})
         return groups
 
     # ---------------------------------------------------------------- the run
@@ -387,6 +391,7 @@ class Trainer(RunSkeleton):
             "charts/success_rate": mean(stats.successes),
             "charts/SPS": stats.env_steps / (t_rollout + t_update),
             "charts/policy_std": self.agent.policy_std(),
+            **self.agent.charts(),
             **metrics,
             **ev,
             "perf/rollout_s": t_rollout,
