@@ -85,8 +85,15 @@ def run_args(seed: int, steps: int, keep: int = 1, threads: bool = True) -> list
     cores)."""
     one = ["--torch-threads", "1"] if threads else []
     return [
-        "--seed", str(seed), "--total-env-steps", str(steps), *one, "--progress", "false", "--keep-checkpoints",
-        str(keep)
+        "--seed",
+        str(seed),
+        "--total-env-steps",
+        str(steps),
+        *one,
+        "--progress",
+        "false",
+        "--keep-checkpoints",
+        str(keep),
     ]
 
 
@@ -111,13 +118,17 @@ def run_train(run: Path, train_args: list[str]) -> str:
 
 
 def recipe_configs(family: str) -> dict[str, Path]:
-    """The shipped recipe files of a task family (``locomotion``, ``manipulation``), per algorithm."""
-    return {"ncdpo": REPO / "configs" / f"finetune_{family}.yaml", "dppo": REPO / "configs" / f"dppo_{family}.yaml"}
+    """The shipped recipe files of a task family (``locomotion``, ``manipulation``), per algorithm; ``ncdpo_noise`` is
+    NCDPO with its noise policy (``configs/noise_<family>.yaml``, where there is one)."""
+    configs = {"ncdpo": REPO / "configs" / f"finetune_{family}.yaml", "dppo": REPO / "configs" / f"dppo_{family}.yaml"}
+    noise = REPO / "configs" / f"noise_{family}.yaml"
+    return {**configs, "ncdpo_noise": noise} if noise.is_file() else configs
 
 
 def run_finetune(out: Path, task: str, algo: str, config: Path, seed: int, steps: int, **run_kw: Any) -> str:
-    """Fine-tune ``shipped:TASK`` with ``algo`` and its recipe file, as ``out/<task>__<algo>__s<seed>``."""
-    args = ["--algo", algo, "--init", f"shipped:{task}", "--config", str(config)]
+    """Fine-tune ``shipped:TASK`` with ``algo`` (``ncdpo_noise``: NCDPO, its recipe file turns the noise policy on)
+    and its recipe file, as ``out/<task>__<algo>__s<seed>``."""
+    args = ["--algo", algo.split("_")[0], "--init", f"shipped:{task}", "--config", str(config)]
     return run_train(out / f"{task}__{algo}__s{seed}", args + run_args(seed, steps, **run_kw))
 
 
@@ -191,6 +202,27 @@ def value_at(log: list[dict[str, str]], step: int, key: str = "charts/episodic_r
     return float(np.mean(pts[-window:])) if pts else math.nan
 
 
+def steps_to_fraction(
+    runs: Sequence[Path], key: str = "charts/success_rate", frac: float = 0.9, window: int = 5, skip: int = 3
+) -> tuple[float, float]:
+    """Sample efficiency: ``(final, env step)`` where the seed-mean curve of ``key`` (iteration by iteration, a moving
+    average over ``window`` iterations) first reaches ``frac`` of its final value (its last smoothed point).
+
+    The first ``skip`` iterations are left out: a run's first iterations count only the episodes that ended early
+    (on the manipulation tasks, only successes) and fit a fresh critic."""
+    logs = [read_log(r) for r in runs]
+    n = min(len(lg) for lg in logs)
+    if n <= skip:
+        return math.nan, math.nan
+    ys = np.array([[float(r[key]) if r.get(key) not in (None, "") else math.nan for r in lg[:n]] for lg in logs])
+    xs = np.array([[float(r["env_steps"]) for r in lg[:n]] for lg in logs]).mean(0)
+    y = np.nanmean(ys, 0)
+    smooth = np.array([np.nanmean(y[max(skip, i - window + 1) : i + 1]) for i in range(skip, n)])
+    final = float(smooth[-1])
+    hit = np.nonzero(smooth >= frac * final)[0]
+    return final, float(xs[skip + hit[0]]) if len(hit) else math.nan
+
+
 def run_cost(log: list[dict[str, str]]) -> dict[str, float]:
     """Wall time, env steps, seconds per iteration (rollout + update), update seconds and peak memory of a run."""
 
@@ -253,8 +285,15 @@ def plot_curves(
 
 
 # ---------------------------------------------------------------------------------------------- throughput
-def raw_env_sps(env_id: str, n_envs: int, act_steps: int = 1, decisions: int = 0, seconds: float = 0.0,
-                vector: str = "auto", warmup: int = 1) -> float:
+def raw_env_sps(
+    env_id: str,
+    n_envs: int,
+    act_steps: int = 1,
+    decisions: int = 0,
+    seconds: float = 0.0,
+    vector: str = "auto",
+    warmup: int = 1,
+) -> float:
     """Env steps/s of the raw vector env with uniformly random actions (continuous or discrete), after ``warmup``
     decisions (subprocess start, numba compilation): ``decisions`` steps, or as many as fit in ``seconds``."""
     from ncdpo.envs.registry import done_values, make_vec_env

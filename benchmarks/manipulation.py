@@ -1,11 +1,13 @@
 """Manipulation fine-tuning: the shipped behaviour-cloned policies of the robosuite tasks -> NCDPO and -> DPPO.
 
     python benchmarks/manipulation.py --tasks lift can --algos ncdpo dppo --seeds 1 2 3 --steps 100000
+    python benchmarks/manipulation.py --tasks lift can square --algos ncdpo_noise --seeds 1 2 3 --steps 100000
     python benchmarks/manipulation.py --raw-throughput     # raw vectorised env vs training, env steps/s on lift
     python benchmarks/manipulation.py --tasks lift --summarize
 
 Each (task, algo, seed) run is ``ncdpo train --algo <algo> --init shipped:<task> --config <config>`` with
-``configs/finetune_manipulation.yaml`` (NCDPO) or ``configs/dppo_manipulation.yaml`` (DPPO): the same 8
+``configs/finetune_manipulation.yaml`` (NCDPO), ``configs/noise_manipulation.yaml`` (``ncdpo_noise``: NCDPO with
+its noise policy) or ``configs/dppo_manipulation.yaml`` (DPPO): the same 8
 subprocess envs and the same env steps per iteration. Runs go one at a time (each already uses every core
 through its subprocess envs) into ``benchmarks/results/manipulation/<task>/<task>__<algo>__s<seed>`` and are
 resumable like the other harnesses (``--jobs`` runs several at once where there are cores to spare).
@@ -79,6 +81,15 @@ def summarize(
                 f"{len(runs)} | {H.mean_std(det, scale=100)} | {H.mean_std(smp, scale=100)} | {walls / 60:.0f} | "
                 f"{steps / walls:.0f} |"
             )
+        notes = []
+        for algo in algos:
+            runs = [r for r in task_runs if r.name.startswith(f"{task}__{algo}__s")]
+            if runs:
+                final, at = H.steps_to_fraction(runs)
+                notes.append(
+                    f"- {algo}: the training episodes' success (seed mean, 5-iteration average) first reaches 90% of "
+                    f"its final {final:.2f} at {at / 1000:.0f}k env steps"
+                )
         if task_runs:
             H.plot_curves(
                 task_runs,
@@ -91,12 +102,20 @@ def summarize(
             )
         # each task keeps its own table, so a harness call for one task never drops another task's results
         H.write_csv(out / "summary.csv", SUMMARY_HEADER, rows)
-        H.write_table(out / "table.md", [*table_header(episodes, eval_seed), *lines])
+        H.write_table(out / "table.md", [*table_header(episodes, eval_seed), *lines, *([""] + notes if notes else [])])
     return merge_tables(root, episodes, eval_seed)
 
 
 SUMMARY_HEADER = [
-    "task", "algo", "seed", "success_det", "success_smp", "bc_success_det", "bc_success_smp", "env_steps", "wall_s"
+    "task",
+    "algo",
+    "seed",
+    "success_det",
+    "success_smp",
+    "bc_success_det",
+    "bc_success_smp",
+    "env_steps",
+    "wall_s",
 ]
 
 
@@ -136,9 +155,23 @@ def raw_throughput(task: str, n_envs: int, decisions: int, train_steps: int, roo
     run = root / task / "throughput_ncdpo"
     subprocess.check_call(
         [
-            *H.NCDPO, "train", "--init", f"shipped:{task}", "--config", str(CONFIGS["ncdpo"]), "--total-env-steps",
-            str(train_steps), "--progress", "false", "--tensorboard", "false", "--out-dir", str(run.parent),
-            "--run-name", run.name, "--overwrite"
+            *H.NCDPO,
+            "train",
+            "--init",
+            f"shipped:{task}",
+            "--config",
+            str(CONFIGS["ncdpo"]),
+            "--total-env-steps",
+            str(train_steps),
+            "--progress",
+            "false",
+            "--tensorboard",
+            "false",
+            "--out-dir",
+            str(run.parent),
+            "--run-name",
+            run.name,
+            "--overwrite",
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -151,8 +184,13 @@ def raw_throughput(task: str, n_envs: int, decisions: int, train_steps: int, roo
     H.write_csv(
         root / task / "throughput.csv",
         [
-            "task", "n_envs", "raw_env_steps_per_s", "train_env_steps_per_s", "ratio", "rollout_s_per_iter",
-            "update_s_per_iter"
+            "task",
+            "n_envs",
+            "raw_env_steps_per_s",
+            "train_env_steps_per_s",
+            "ratio",
+            "rollout_s_per_iter",
+            "update_s_per_iter",
         ],
         [[task, n_envs, raw, train, train / raw, rollout, update]],
     )

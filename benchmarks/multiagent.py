@@ -34,6 +34,9 @@ VARIANTS = {
     "ppo": ("ppo", ["--mlp.hidden-dims", "64", "64"]),
     # the paper's epsilon-predicting chain (pinned: from scratch the default is now x0)
     "ncdpo": ("ncdpo", [*_DIFF, "--diffusion.prediction", "epsilon"]),
+    # the same with NCDPO's noise policy (docs/METHOD.md section 6): the chain's initial latent drawn from a learned
+    # N(mu_psi(s), sigma_psi^2), its own PPO ratio and advantage
+    "ncdpo-noise": ("ncdpo", [*_DIFF, "--diffusion.prediction", "epsilon", "--noise-policy.enabled", "true"]),
     # logits bounded to [-2, 2] instead of [-4, 4]: the policy stays closer to uniform (GRF tuning, RESULTS section 7)
     "ncdpo-ls2": ("ncdpo", [*_DIFF, "--diffusion.logit-scale", "2", "--diffusion.prediction", "epsilon"]),
     # the denoiser predicts x0, not the noise: from a random init the logits start near-uniform and independent of
@@ -44,8 +47,13 @@ VARIANTS = {
     "ncdpo-x0-orth": (
         "ncdpo",
         [
-            *_DIFF, "--diffusion.prediction", "x0", "--diffusion.init", "orthogonal", "--diffusion.out-init-scale",
-            "0.01"
+            *_DIFF,
+            "--diffusion.prediction",
+            "x0",
+            "--diffusion.init",
+            "orthogonal",
+            "--diffusion.out-init-scale",
+            "0.01",
         ],
     ),
 }
@@ -95,8 +103,13 @@ def summarize(
                 vals = [H.value_at(log, m, "charts/episodic_return") for m in marks]
                 sps = float(np.mean([float(r["charts/SPS"]) for r in log]))
                 rec = [
-                    *vals, det["return_mean"], smp["return_mean"], det["success_rate"], smp["success_rate"], sps,
-                    float(log[-1]["wall_s"])
+                    *vals,
+                    det["return_mean"],
+                    smp["return_mean"],
+                    det["success_rate"],
+                    smp["success_rate"],
+                    sps,
+                    float(log[-1]["wall_s"]),
                 ]
                 table.setdefault(algo, []).append(rec)
                 rows.append([task, algo, seed, *rec])
@@ -145,8 +158,16 @@ def summarize(
         H.write_csv(
             out / task / "summary.csv",
             [
-                "task", "algo", "seed", *[f"return@{m}" for m in marks], "final_det_return", "final_sampled_return",
-                "final_det_win", "final_sampled_win", "train_env_steps_per_s", "wall_s"
+                "task",
+                "algo",
+                "seed",
+                *[f"return@{m}" for m in marks],
+                "final_det_return",
+                "final_sampled_return",
+                "final_det_win",
+                "final_sampled_win",
+                "train_env_steps_per_s",
+                "wall_s",
             ],
             rows,
         )
