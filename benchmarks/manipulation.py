@@ -90,6 +90,17 @@ def summarize(
                     f"- {algo}: the training episodes' success (seed mean, 5-iteration average) first reaches 90% of "
                     f"its final {final:.2f} at {at / 1000:.0f}k env steps"
                 )
+            if runs and algo == "ncdpo_noise":  # deterministic on the noise policy's mean too (--noise-mean)
+                mean = [
+                    H.evaluate(r, r / "eval_mean.json", episodes, eval_seed, False, n_envs, extra=["--noise-mean"])[
+                        "success_rate"
+                    ]
+                    for r in runs
+                ]
+                per_seed = ", ".join(f"{100 * m:.0f}" for m in mean)
+                notes.append(
+                    f"- {algo}, deterministic on the noise policy's mean: {H.mean_std(mean, scale=100)}% ({per_seed})"
+                )
         if task_runs:
             H.plot_curves(
                 task_runs,
