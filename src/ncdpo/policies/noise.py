@@ -63,10 +63,6 @@ class NoisePolicy(nn.Module):
         z = (xi - mu) * torch.exp(-log_std)
         return (-0.5 * z**2 - log_std - 0.5 * LOG_2PI).flatten(1).sum(-1)
 
-    def entropy(self) -> torch.Tensor:
-        """Entropy of the noise distribution (the same in every state)."""
-        return (0.5 * (1.0 + LOG_2PI) + self.log_std).sum()
-
     @torch.no_grad()
     def project_(self) -> None:
         """Keep ``sigma_psi`` within ``[std_min, std_max]`` (called after every optimiser step)."""
