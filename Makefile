@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev,manipulation,multiagent]"
+	$(BIN)/pip install -q -e ".[dev,manipulation,multiagent,deploy]"
 	$(BIN)/pip install -q --no-deps "robosuite==1.5.2"
 	bash scripts/setup_render.sh
 	touch $@

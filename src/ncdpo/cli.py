@@ -123,6 +123,15 @@ def build_parser() -> _Parser:
         metavar="FILE",
         help="short for --pretrain.dataset",
     )
+    for short in ("dataset_obs_keys", "dataset_filter", "dataset_action_key"):
+        pt.add_argument(
+            _option(short),
+            dest=f"pretrain.{short}",
+            default=argparse.SUPPRESS,
+            metavar="KEY" if short != "dataset_filter" else "NAME",
+            nargs="+" if short == "dataset_obs_keys" else None,
+            help=f"short for --pretrain.{short.replace('_', '-')}",
+        )
 
     co = sub.add_parser("collect", help="roll out a saved policy into a dataset file")
     co.add_argument("path", metavar="RUN_OR_CHECKPOINT")
@@ -199,9 +208,26 @@ def build_parser() -> _Parser:
     ev.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
 
-    ex = sub.add_parser("export", help="write a checkpoint's policy without its training state (a small file to share)")
+    ex = sub.add_parser(
+        "export",
+        help="write a checkpoint's policy without its training state (a small file to share), or as a self-contained "
+        "TorchScript / ONNX module for deployment",
+    )
     ex.add_argument("path", metavar="RUN_OR_CHECKPOINT")
-    ex.add_argument("--out", required=True, metavar="FILE", help="checkpoint file to write (.safetensors)")
+    ex.add_argument("--out", required=True, metavar="FILE", help="file to write (.safetensors, .pt or .onnx)")
+    ex.add_argument(
+        "--format",
+        choices=("safetensors", "torchscript", "onnx"),
+        default="safetensors",
+        help="safetensors: a checkpoint for ncdpo (eval, train --init); torchscript / onnx: module(obs, noise) -> "
+        "actions in env units, normalisation and action bounds inside, runs with torch (or an ONNX runtime) alone "
+        "(default: safetensors)",
+    )
+    ex.add_argument(
+        "--noise-mean",
+        action="store_true",
+        help="torchscript/onnx of an NCDPO policy with a noise policy: act with its mean mu_psi(s)",
+    )
     ex.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     ex.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
 

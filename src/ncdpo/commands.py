@@ -190,8 +190,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     src, out = resolve_checkpoint(args.path), Path(args.out)
     if out.exists() and not args.overwrite:
         raise NcdpoError(f"{out} exists; pass --overwrite to replace it")
-    export_policy(src, out)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB, from {src}, {src.stat().st_size / 2**20:.2f} MiB)")
+    if args.format == "safetensors":
+        if args.noise_mean:
+            raise NcdpoError(
+                "--noise-mean applies to --format torchscript or onnx (a checkpoint keeps its noise policy)"
+            )
+        export_policy(src, out)
+    else:
+        from ncdpo.deploy import export_onnx, export_torchscript
+
+        (export_torchscript if args.format == "torchscript" else export_onnx)(src, out, args.noise_mean)
+    print(
+        f"wrote {out} ({args.format}, {out.stat().st_size / 2**20:.2f} MiB, from {src}, "
+        f"{src.stat().st_size / 2**20:.2f} MiB)"
+    )
     return 0
 
 

@@ -294,7 +294,16 @@ class PretrainConfig:
     """Behaviour cloning of the diffusion policy on a dataset (``ncdpo pretrain``)."""
 
     dataset: str = ""
-    """Dataset file (.hdf5 in ncdpo/robomimic layout, .npz of flat arrays) or ``minari:DATASET_ID``."""
+    """Dataset: a .hdf5 file (this package's layout, robomimic's own, or D4RL's flat one), a .npz of D4RL's arrays,
+    a LeRobot dataset folder (v2.x or v3.0), ``minari:DATASET_ID`` or ``shipped:TASK``."""
+    dataset_obs_keys: tuple[str, ...] = ()
+    """robomimic / LeRobot: the observation keys to read, in order (a flat observation concatenates them);
+    ``ENV_NAME=DATASET_KEY`` reads a key into a differently named env entry. Default: robomimic, the task's
+    robomimic low-dim keys (a camera task: its entries); LeRobot, ``observation.state``."""
+    dataset_filter: str = ""
+    """robomimic: train only on the demos of the filter key ``mask/<name>`` (e.g. ``train``); "" = every demo."""
+    dataset_action_key: str = ""
+    """robomimic / LeRobot: the action entry ("" = ``actions`` / ``action``)."""
     steps: int = 20_000
     """Gradient steps."""
     batch_size: int = 256

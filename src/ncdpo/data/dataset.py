@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ncdpo.data.options import ReadOptions
 from ncdpo.errors import NcdpoError
 
 FORMAT = "ncdpo-dataset"
@@ -281,7 +282,7 @@ def check_fits_env(ds: Dataset, env_id: str, obs_dim: int, act_dim: int, obs_spe
 
 
 # ---------------------------------------------------------------------------------------------- readers
-def _bounds_for(env_id: str, act_dim: int) -> tuple[np.ndarray, np.ndarray]:
+def bounds_for(env_id: str, act_dim: int) -> tuple[np.ndarray, np.ndarray]:
     """The env's action bounds (made from the env), or [-1, 1] if it cannot be made."""
     try:
         from ncdpo.envs.registry import action_bounds
@@ -294,7 +295,7 @@ def _bounds_for(env_id: str, act_dim: int) -> tuple[np.ndarray, np.ndarray]:
     return -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
 
 
-def _load_hdf5(path: Path) -> Dataset:
+def _load_hdf5(path: Path, opts: ReadOptions) -> Dataset:
     import h5py
 
     try:
@@ -304,8 +305,23 @@ def _load_hdf5(path: Path) -> Dataset:
             f"dataset {path} is not a readable HDF5 file (truncated or corrupt?): {str(e).splitlines()[0]}"
         ) from None
     with f:
+        from ncdpo.data.d4rl import is_d4rl, read_d4rl_hdf5
+        from ncdpo.data.robomimic import is_robomimic, read_robomimic
+
+        if is_d4rl(f):
+            _refuse_keys(opts, path, "D4RL")
+            return read_d4rl_hdf5(f, path)
         if "data" not in f:
-            raise NcdpoError(f"dataset {path} has no 'data' group (expected robomimic-style data/demo_<i>/...)")
+            raise NcdpoError(
+                f"dataset {path} has neither a 'data' group (robomimic's layout: data/demo_<i>/...) nor D4RL's flat "
+                f"'observations' and 'actions' (it has: {', '.join(sorted(f.keys())) or 'nothing'})"
+            )
+        if is_robomimic(f):
+            try:
+                return read_robomimic(f, path, opts)
+            except (OSError, KeyError, ValueError, TypeError) as e:
+                raise NcdpoError(f"dataset {path} is damaged ({str(e).splitlines()[0]})") from None
+        _refuse_keys(opts, path, "this package's")
         g = f["data"]
         names = sorted((k for k in g.keys() if k.startswith("demo_")), key=lambda k: int(k.split("_")[1]))
         episodes = []
@@ -340,56 +356,8 @@ def _load_hdf5(path: Path) -> Dataset:
     if not episodes:
         raise NcdpoError(f"dataset {path} has no data/demo_<i> episodes")
     if lo is None or hi is None:
-        lo, hi = _bounds_for(env_id, episodes[0].actions.shape[-1])
+        lo, hi = bounds_for(env_id, episodes[0].actions.shape[-1])
     return Dataset(episodes, env_id, lo, hi, meta, str(path))
-
-
-def _split_flat(obs, actions, rewards, terminals, timeouts) -> list[Episode]:
-    ends = np.nonzero(terminals | timeouts)[0]
-    starts = np.concatenate([[0], ends + 1])
-    stops = np.concatenate([ends + 1, [len(actions)]])
-    eps = []
-    for a, b in zip(starts, stops):
-        if b <= a:
-            continue
-        term = terminals[a:b].copy()
-        eps.append(Episode(obs[a:b], actions[a:b], rewards[a:b], term, not bool(term[-1])))
-    return eps
-
-
-def _load_npz(path: Path) -> Dataset:
-    try:
-        z = np.load(path, allow_pickle=False)
-        arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise NcdpoError(f"dataset {path} is not a readable .npz file ({str(e).splitlines()[0]})") from None
-
-    def pick(*names: str, required: bool = True) -> np.ndarray | None:
-        for n in names:
-            if n in arrays:
-                return arrays[n]
-        if required:
-            raise NcdpoError(f"dataset {path} lacks array '{names[0]}' (has: {', '.join(sorted(arrays))})")
-        return None
-
-    obs = np.asarray(pick("observations", "obs"), np.float32)
-    actions = np.asarray(pick("actions"), np.float32)
-    rewards = np.asarray(pick("rewards"), np.float32)
-    n = len(actions)
-    if obs.ndim != 2 or actions.ndim != 2 or len(obs) != n or rewards.reshape(-1).shape != (n,):
-        raise NcdpoError(
-            f"dataset {path}: flat arrays disagree (observations {obs.shape}, actions {actions.shape}, rewards "
-            f"{rewards.shape})"
-        )
-    terminals = pick("terminals", "dones", required=False)
-    timeouts = pick("timeouts", required=False)
-    terminals = np.zeros(n, bool) if terminals is None else np.asarray(terminals).astype(bool).reshape(-1)
-    timeouts = np.zeros(n, bool) if timeouts is None else np.asarray(timeouts).astype(bool).reshape(-1)
-    if terminals.shape != (n,) or timeouts.shape != (n,):
-        raise NcdpoError(f"dataset {path}: terminals/timeouts must have length {n}")
-    env_id = str(arrays["env_id"]) if "env_id" in arrays else ""
-    lo, hi = _bounds_for(env_id, actions.shape[1])
-    return Dataset(_split_flat(obs, actions, rewards.reshape(-1), terminals, timeouts), env_id, lo, hi, {}, str(path))
 
 
 def _load_minari(dataset_id: str) -> Dataset:
@@ -432,24 +400,74 @@ def _load_minari(dataset_id: str) -> Dataset:
     return Dataset(episodes, env_id, lo, hi, {"minari_id": dataset_id}, f"minari:{dataset_id}")
 
 
-def load_dataset(path: str | Path) -> Dataset:
-    """Read and validate a dataset: ``.hdf5``/``.h5`` (ncdpo/robomimic layout), ``.npz``, ``minari:ID`` or
-    ``shipped:TASK``."""
+def _refuse_keys(opts: ReadOptions, path: Path, layout: str) -> None:
+    """Formats without named observation keys, filters or action keys refuse them (rather than ignore them)."""
+    if opts.given:
+        flag = "--dataset-obs-keys" if opts.obs_keys else "--dataset-filter" if opts.filter_key else ""
+        what = flag or "--dataset-action-key"
+        raise NcdpoError(
+            f"dataset {path} is in {layout} layout, which has no named observation keys, filters or action keys: drop "
+            f"{what} (it applies to robomimic and LeRobot datasets)"
+        )
+
+
+def load_dataset(path: str | Path, opts: ReadOptions | None = None) -> Dataset:
+    """Read and validate a dataset: ``.hdf5``/``.h5`` (this package's layout, robomimic's own or D4RL's flat one),
+    ``.npz`` (D4RL's arrays), a LeRobot dataset folder, ``minari:ID`` or ``shipped:TASK``. ``opts`` chooses the
+    observation keys, the robomimic filter key and the action key, and names the env the data is for."""
     from ncdpo.shipped import resolve
 
+    opts = opts or ReadOptions()
     s = str(resolve(path, "dataset"))
     if s.startswith("minari:"):
+        _refuse_keys(opts, Path(s), "Minari's")
         return validate_dataset(_load_minari(s[len("minari:") :]))
     p = Path(s)
+    if p.is_dir():
+        from ncdpo.data.lerobot import read_lerobot
+
+        return validate_dataset(read_lerobot(p, opts))
     if not p.is_file():
         raise NcdpoError(f"dataset not found: {p}")
     if p.suffix == ".npz":
-        ds = _load_npz(p)
+        from ncdpo.data.d4rl import read_npz
+
+        _refuse_keys(opts, p, "D4RL's flat (.npz)")
+        ds = read_npz(p)
     elif p.suffix in (".hdf5", ".h5"):
-        ds = _load_hdf5(p)
+        ds = _load_hdf5(p, opts)
     else:
-        raise NcdpoError(f"dataset {p}: unknown file type '{p.suffix}' (expected .hdf5, .h5, .npz or minari:ID)")
+        raise NcdpoError(
+            f"dataset {p}: unknown file type '{p.suffix}' (expected .hdf5, .h5, .npz, a LeRobot folder or minari:ID)"
+        )
     return validate_dataset(ds)
+
+
+def dataset_env_id(path: str | Path) -> str:
+    """The env a dataset names, read from its header only ("" if it names none): what ``ncdpo pretrain`` trains
+    for when no ``--env`` is given."""
+    from ncdpo.shipped import resolve
+
+    s = str(resolve(path, "dataset"))
+    p = Path(s)
+    if s.startswith("minari:") or p.suffix == ".npz":
+        return load_dataset(s).env_id
+    if p.is_dir() or not p.is_file() or p.suffix not in (".hdf5", ".h5"):
+        return ""
+    import h5py
+
+    try:
+        with h5py.File(p, "r") as f:
+            from ncdpo.data.robomimic import dataset_env, is_robomimic
+
+            if "data" in f and is_robomimic(f):
+                return dataset_env(f, p)
+            if "data" in f:
+                return str(f["data"].attrs.get("env_id", ""))
+            env_id = f.attrs.get("env_id", "")
+            return env_id.decode() if isinstance(env_id, bytes) else str(env_id)
+    except OSError:
+        return ""  # load_dataset reports it
 
 
 # ---------------------------------------------------------------------------------------------- chunking

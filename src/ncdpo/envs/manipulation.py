@@ -52,6 +52,25 @@ SPECS: dict[str, ManipulationSpec] = {
     "transport": ManipulationSpec("TwoArmTransport", ("Panda", "Panda"), 800, (("env_configuration", "opposed"),)),
 }
 
+
+def base_task(env_id: str) -> str | None:
+    """The robosuite task an env id runs (``lift-image-dense`` -> ``lift``), or None for other envs."""
+    base = env_id.removesuffix("-dense").removesuffix("-image")
+    return base if base in SPECS else None
+
+
+def robomimic_lowdim_keys(task: str) -> list[str]:
+    """robomimic's low-dimensional observation keys of a task, in this package's flat order (robot by robot,
+    then ``object``)."""
+    base = base_task(task)
+    if base is None:
+        raise NcdpoError(f"'{task}' is not a robosuite task")
+    keys = []
+    for i in range(len(SPECS[base].robots)):
+        keys += [f"robot{i}_eef_pos", f"robot{i}_eef_quat", f"robot{i}_gripper_qpos"]
+    return keys + ["object"]
+
+
 _ROBOSUITE_HINT = (
     "robosuite is not installed; install the manipulation extra: "
     "pip install -e '.[manipulation]' && pip install --no-deps robosuite==1.5.2 (see the README)"

@@ -22,6 +22,7 @@ from ncdpo.algos import make_agent
 from ncdpo.checkpoint import Checkpoint, load_module_state
 from ncdpo.config import TrainConfig, validate
 from ncdpo.data.dataset import check_fits_env, load_dataset, make_chunks
+from ncdpo.data.options import ReadOptions
 from ncdpo.envs.registry import env_kwargs, make_env
 from ncdpo.envs.spec import EnvSpec
 from ncdpo.errors import NcdpoError
@@ -69,14 +70,16 @@ class BCTrainer(RunSkeleton):
         if not cfg.pretrain.dataset:
             raise NcdpoError("pretrain needs a dataset: --dataset FILE")
         super().__init__(cfg)
-        self.ds = ds = load_dataset(cfg.pretrain.dataset)
+        self.spec = env_spec_of(cfg)
+        self.obs_dim, self.act_dim = self.spec.obs_dim, self.spec.act_dim
+        obs_spec = self.spec.obs_spec
+        p = cfg.pretrain
+        opts = ReadOptions(p.dataset_obs_keys, p.dataset_filter, p.dataset_action_key, cfg.env.id, obs_spec)
+        self.ds = ds = load_dataset(p.dataset, opts)
         if ds.env_id and ds.env_id != cfg.env.id:
             raise NcdpoError(
                 f"dataset {ds.source} was recorded on {ds.env_id}, but the env is {cfg.env.id} (drop --env or fix it)"
             )
-        self.spec = env_spec_of(cfg)
-        self.obs_dim, self.act_dim = self.spec.obs_dim, self.spec.act_dim
-        obs_spec = self.spec.obs_spec
         check_fits_env(ds, cfg.env.id, self.obs_dim, self.act_dim, obs_spec)
         # Data: observation statistics from the dataset (they travel in the checkpoint), chunks in [-1, 1].
         self.obs_norm = make_obs_normalizer(self.spec, cfg.env.norm_obs, cfg.env.clip_obs)

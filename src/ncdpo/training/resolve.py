@@ -159,9 +159,9 @@ def resolve_config(
     if command == "pretrain":
         ds_path = cli.get("pretrain.dataset", file_values.get("pretrain.dataset", ""))
         if ds_path:
-            from ncdpo.data.dataset import load_dataset
+            from ncdpo.data.dataset import dataset_env_id
 
-            default_env = load_dataset(ds_path).env_id or default_env
+            default_env = dataset_env_id(ds_path) or default_env
     from ncdpo.envs.registry import task_preset, task_recipe
 
     init = str(cli.get("init", file_values.get("init", "")))
