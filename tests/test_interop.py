@@ -203,6 +203,13 @@ def test_robomimic_file_loads_as_the_shipped_data_and_clones_bit_for_bit(tmp_pat
     from ncdpo.data.dataset import Dataset
 
     Dataset(src.episodes[:12], "lift", src.action_low, src.action_high).save(tmp_path / "ours.hdf5")
+    from ncdpo.data.robomimic import save_robomimic  # and back: this package's data in robomimic's layout
+
+    with h5py.File(save_robomimic(load_dataset(tmp_path / "ours.hdf5"), tmp_path / "back.hdf5")) as f:
+        assert json.loads(f["data"].attrs["env_args"])["env_name"] == "Lift"
+        assert f["data/demo_0/obs/object"].shape == (len(src.episodes[0]), 10) and len(f["mask/train"]) == 12
+    back = load_dataset(tmp_path / "back.hdf5")
+    assert back.env_id == "lift" and all(np.array_equal(a.obs, b.obs) for a, b in zip(src.episodes, back.episodes))
     for name, f in (("rm", path), ("ours", tmp_path / "ours.hdf5")):
         assert main(["pretrain", "--dataset", str(f), "--out-dir", str(tmp_path), "--run-name", name, *SMALL]) == 0
     a, b = ncdpo.load_policy(tmp_path / "rm"), ncdpo.load_policy(tmp_path / "ours")

@@ -202,3 +202,50 @@ def read_robomimic(f: Any, path: Path, opts: ReadOptions) -> Dataset:
         "demos": names,
     }
     return Dataset(episodes, env_id, lo, hi, meta, str(path))
+
+
+def save_robomimic(ds: Dataset, path: str | Path) -> Path:
+    """Write a robosuite task's dataset in robomimic's own layout (``obs/<key>`` per robomimic key, ``next_obs``,
+    ``env_args`` with the robosuite env name, ``mask/train`` of every demo), so that robomimic's tools read this
+    package's demonstrations; the file loads back to the same episodes. ``states`` are not recorded here, so a
+    file written by this function cannot be replayed in robomimic's playback tools."""
+    import h5py
+
+    from ncdpo.envs.manipulation import SPECS, base_task, robomimic_lowdim_keys
+
+    base = base_task(ds.env_id)
+    if base is None:
+        raise NcdpoError(f"robomimic's layout is for robosuite tasks; dataset {ds.source} is for '{ds.env_id}'")
+    n_robots = len(SPECS[base].robots)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    env_args = {
+        "env_name": SPECS[base].env_name,
+        "type": 1,
+        "env_version": "1.5.2",
+        "env_kwargs": {"robots": list(SPECS[base].robots), "control_freq": 20, "controller_configs": {"type": "BASIC"}},
+    }
+    with h5py.File(tmp, "w") as f:
+        g = f.create_group("data")
+        g.attrs["total"] = ds.n_transitions
+        g.attrs["env_args"] = json.dumps(env_args)
+        for i, e in enumerate(ds.episodes):
+            d = g.create_group(f"demo_{i}")
+            d.attrs["num_samples"] = len(e)
+            if isinstance(e.obs, dict):
+                parts = dict(e.obs)
+            else:
+                dims = [3, 4, 2] * n_robots
+                dims.append(e.obs.shape[1] - sum(dims))
+                bounds = np.cumsum([0, *dims])
+                parts = {k: e.obs[:, a:b] for k, a, b in zip(robomimic_lowdim_keys(base), bounds[:-1], bounds[1:])}
+            for k, v in parts.items():
+                d.create_dataset(f"obs/{k}", data=v)
+                d.create_dataset(f"next_obs/{k}", data=np.concatenate([v[1:], v[-1:]]))
+            d.create_dataset("actions", data=e.actions)
+            d.create_dataset("rewards", data=e.rewards)
+            d.create_dataset("dones", data=e.dones.astype(np.int64))
+        f.create_dataset("mask/train", data=np.array([f"demo_{i}" for i in range(len(ds.episodes))], dtype="S"))
+    tmp.replace(path)
+    return path
