@@ -162,6 +162,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         + (f", chain noise x {args.chain_noise_scale:g}" if args.chain_noise_scale is not None else "")
         + (", noise policy's mean" if args.noise_mean else "")
         + (f", success rate {res['success_rate']:.2f}" if res["success_rate"] == res["success_rate"] else "")
+        + "".join(
+            f", {k.removesuffix('_rate')} rate {v:.2f}"
+            for k, v in res.items()
+            if k.endswith("_rate") and k != "success_rate" and v == v
+        )
     )
     if args.json:
         clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in res.items()}

@@ -34,6 +34,9 @@ class Task:
     multi_agent: bool = False
     """``make`` builds a :class:`~ncdpo.envs.multiagent.MultiAgentEnv`; vector envs of it yield one row per
     (env, agent) (:class:`~ncdpo.envs.multiagent.AgentRows`)."""
+    episode_info: tuple[str, ...] = ()
+    """Numeric ``info`` entries the env reports at an episode's end besides ``is_success`` (e.g. ``completion``,
+    the fraction of subtasks done), logged as ``charts/<name>_rate`` and ``eval/<name>_rate``."""
     recipes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """Per (algo, regime) overrides of :data:`ncdpo.training.resolve.RECIPES` for this task, applied after the
     preset (e.g. a smaller actor lr for fine-tuning on the manipulation tasks)."""
@@ -155,6 +158,35 @@ for _id, _cams in IMAGE_CAMERAS.items():
         )
 
 
+def _kitchen_maker(task: str) -> Callable[..., gym.Env]:
+    def make(**kwargs: Any) -> gym.Env:
+        from ncdpo.envs.kitchen import KitchenEnv
+
+        return KitchenEnv(task, **kwargs)
+
+    return make
+
+
+# Franka Kitchen (D4RL's three tasks on gymnasium-robotics' FrankaKitchen-v1); the manipulation preset and recipe
+for _id, _what in [
+    ("kitchen-complete", "microwave, kettle, light switch, slide cabinet; demonstrations of exactly that sequence"),
+    ("kitchen-partial", "microwave, kettle, light switch, slide cabinet; demonstrations of several sequences"),
+    ("kitchen-mixed", "microwave, kettle, bottom burner, light switch; no demonstration does all four"),
+]:
+    register(
+        Task(
+            _id,
+            f"Franka Kitchen (FrankaKitchen-v1): 60-D obs (robot, objects, goal), 9-D joint-velocity action, 12.5 Hz, "
+            f"{_what}; reward 1 per subtask first done, success (all four) ends the episode, 280 steps",
+            _kitchen_maker(_id),
+            dict(_MANIPULATION_PRESET),
+            "async",
+            episode_info=("completion",),
+            recipes=_MANIPULATION_RECIPES,
+        )
+    )
+
+
 def _multiagent_maker(name: str) -> Callable[..., gym.Env]:
     def make(**kwargs: Any) -> gym.Env:
         from ncdpo.envs import multiagent
@@ -233,6 +265,12 @@ for _id, _desc in [
             multi_agent=True,
         )
     )
+
+
+def episode_info_keys(env_id: str) -> tuple[str, ...]:
+    """The task's :attr:`Task.episode_info` entries (none for an unregistered env)."""
+    task = TASKS.get(env_id)
+    return task.episode_info if task is not None else ()
 
 
 def task_preset(env_id: str) -> dict[str, Any]:

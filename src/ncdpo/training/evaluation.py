@@ -87,6 +87,10 @@ def run_episodes(
     returns: list[float] = []
     lengths: list[int] = []
     successes: list[float] = []
+    from ncdpo.envs.registry import episode_info_keys
+
+    extra_keys = episode_info_keys(env_id)
+    extra: dict[str, list[float]] = {k: [] for k in extra_keys}
     rows: list[int] = []
     got = np.zeros(n_rows, np.int64)
     obs, info = envs.reset(seed=seed)
@@ -96,11 +100,14 @@ def run_episodes(
         done = term | trunc
         ep = info.get("final_info", {}).get("episode")
         succ = done_values(info, "is_success", done, default=math.nan)
+        ext = {k: done_values(info, k, done, default=math.nan) for k in extra_keys}
         for i in np.nonzero(done)[0]:
             if got[i] < quota[i]:
                 returns.append(float(ep["r"][i]))
                 lengths.append(int(ep["l"][i]))
                 successes.append(float(succ[i]))
+                for k, v in ext.items():
+                    extra[k].append(float(v[i]))
                 rows.append(int(i))
                 got[i] += 1
     known = [x for x in successes if not math.isnan(x)]
@@ -113,6 +120,8 @@ def run_episodes(
         "returns": returns,
         "successes": successes,
         "rows": rows,
+        # the task's other episode-end entries (e.g. kitchen's completion: the fraction of its subtasks done)
+        **{f"{k}_rate": float(np.nanmean(v)) if v else math.nan for k, v in extra.items()},
     }
 
 
@@ -122,7 +131,15 @@ def eval_metrics(result: dict[str, Any]) -> dict[str, float]:
         "eval/return_mean": result["return_mean"],
         "eval/return_std": result["return_std"],
         "eval/success_rate": result["success_rate"],
+        **{f"eval/{k}": v for k, v in result.items() if k.endswith("_rate") and k != "success_rate"},
     }
+
+
+def no_eval(env_id: str) -> dict[str, float]:
+    """The ``eval/*`` columns of a row without an evaluation (all nan), the task's extra rates included."""
+    from ncdpo.envs.registry import episode_info_keys
+
+    return {**NO_EVAL, **{f"eval/{k}_rate": math.nan for k in episode_info_keys(env_id)}}
 
 
 NO_EVAL = {"eval/return_mean": math.nan, "eval/return_std": math.nan, "eval/success_rate": math.nan}

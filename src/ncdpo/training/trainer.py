@@ -31,7 +31,7 @@ from ncdpo.logger import Logger
 from ncdpo.observations import finite_rows, obs_stack, to_tensor
 from ncdpo.policies.common import RewardScaler, make_obs_normalizer
 from ncdpo.state import env_state, pack, rng_state, set_env_state, set_rng_state, unpack
-from ncdpo.training.evaluation import NO_EVAL
+from ncdpo.training.evaluation import no_eval
 from ncdpo.training.run import RunSkeleton, peak_memory_mb, resume_point
 
 
@@ -46,6 +46,8 @@ class RolloutStats:
     lengths: list[int] = field(default_factory=list)
     successes: list[float] = field(default_factory=list)
     """``is_success`` of those episodes, where the env reports it."""
+    extra: dict[str, list[float]] = field(default_factory=dict)
+    """The task's other episode-end ``info`` entries of those episodes (``Task.episode_info``)."""
     last_value: torch.Tensor | None = None
     """V of the observation after the rollout's last decision (GAE's bootstrap)."""
 
@@ -259,7 +261,8 @@ class Trainer(RunSkeleton):
             metrics = self.update(buf, stats.last_value)
             t_update = time.perf_counter() - t0
             is_last = self.env_steps >= cfg.total_env_steps
-            ev = self.evaluate() if cfg.eval_every and (self.iteration % cfg.eval_every == 0 or is_last) else NO_EVAL
+            due = cfg.eval_every and (self.iteration % cfg.eval_every == 0 or is_last)
+            ev = self.evaluate() if due else no_eval(cfg.env.id)
             self.recent[:] = (self.recent + stats.returns)[-20:]
             wall = time.perf_counter() - t_start
             row = self.log_row(stats, metrics, ev, wall, t_rollout, t_update)
@@ -290,7 +293,9 @@ class Trainer(RunSkeleton):
     def collect_rollout(self, buf: RolloutBuffer) -> RolloutStats:
         """``n_steps`` decisions of every env row into ``buf``; rewards scaled, truncations bootstrapped."""
         cfg, dev, agent = self.cfg, self.device, self.agent
-        stats = RolloutStats()
+        from ncdpo.envs.registry import episode_info_keys
+
+        stats = RolloutStats(extra={k: [] for k in episode_info_keys(self.cfg.env.id)})
         obs, mask = self.obs, self.mask
         for t in range(cfg.ppo.n_steps):
             obs_t = to_tensor(obs, dev)
@@ -330,6 +335,8 @@ class Trainer(RunSkeleton):
             stats.lengths.append(length)
         succ = done_values(info, "is_success", done, math.nan)[done]
         stats.successes.extend(float(x) for x in succ if not math.isnan(x))
+        for k, xs in stats.extra.items():
+            xs.extend(float(x) for x in done_values(info, k, done, math.nan)[done] if not math.isnan(x))
 
     def _bootstrap_truncated(self, reward: np.ndarray, term: np.ndarray, trunc: np.ndarray, info: dict) -> None:
         """Time-limit truncation: add ``gamma * V(final observation)`` to the reward of the truncated rows."""
@@ -389,6 +396,7 @@ class Trainer(RunSkeleton):
             "charts/episodic_length": mean(stats.lengths),
             "charts/episodes": len(stats.returns),
             "charts/success_rate": mean(stats.successes),
+            **{f"charts/{k}_rate": mean(xs) for k, xs in stats.extra.items()},
             "charts/SPS": stats.env_steps / (t_rollout + t_update),
             "charts/policy_std": self.agent.policy_std(),
             **self.agent.charts(),

@@ -1,0 +1,140 @@
+"""Franka Kitchen tasks (D4RL's three, on gymnasium-robotics' FrankaKitchen-v1): observation layout, reward per
+subtask counted once, success ends the episode, snapshots and bitwise resume."""
+
+from __future__ import annotations
+
+import csv
+
+import mujoco
+import numpy as np
+import pytest
+
+from ncdpo.cli import main
+from ncdpo.envs.kitchen import TASKS, KitchenEnv, element_goals, element_indices, goal_vector
+
+
+def solve(env: KitchenEnv, name: str) -> None:
+    """Put subtask ``name`` at its goal in the simulator (what a demonstrator's motions achieve)."""
+    m, d = env.sim
+    d.qpos[element_indices()[name]] = element_goals()[name]
+    mujoco.mj_forward(m, d)
+
+
+def test_observation_is_robot_objects_goal_in_d4rl_order():
+    env = KitchenEnv("kitchen-mixed")
+    obs, info = env.reset(seed=0)
+    _, d = env.sim
+    assert obs.shape == (60,) and obs.dtype == np.float32 and env.observation_space.shape == (60,)
+    np.testing.assert_allclose(obs[:9], d.qpos[:9], atol=0.01)  # robot joints (with the env's observation noise)
+    np.testing.assert_allclose(obs[9:30], d.qpos[9:30], atol=0.01)  # the kitchen's 21 joint positions
+    goal = obs[30:]
+    np.testing.assert_array_equal(goal, goal_vector(TASKS["kitchen-mixed"]))
+    idx = element_indices()
+    assert goal[idx["bottom burner"]].tolist() == pytest.approx([-0.88, -0.01])  # mixed's third subtask
+    assert not goal[idx["slide cabinet"]].any()  # complete's, not mixed's
+    assert info == {"is_success": False, "completion": 0.0, "completed": []}
+    assert env.action_space.shape == (9,) and env.horizon == 280
+
+
+def test_reward_counts_each_subtask_once_and_success_terminates():
+    env = KitchenEnv("kitchen-complete")
+    env.reset(seed=1)
+    zero = np.zeros(9, np.float32)
+    _, r, term, trunc, info = env.step(zero)
+    assert (r, term, trunc, info["completion"]) == (0.0, False, False, 0.0)
+    solve(env, "microwave")
+    _, r, term, _, info = env.step(zero)
+    assert r == 1.0 and not term and info["completed"] == ["microwave"] and info["completion"] == 0.25
+    _, r, _, _, info = env.step(zero)  # still open: not counted again
+    assert r == 0.0 and info["completion"] == 0.25
+    solve(env, "hinge cabinet")  # not one of this task's four: no reward
+    _, r, _, _, info = env.step(zero)
+    assert r == 0.0 and info["completed"] == ["microwave"]
+    for name in ("kettle", "light switch"):
+        solve(env, name)
+    _, r, term, _, info = env.step(zero)
+    assert r == 2.0 and not term and not info["is_success"] and info["completion"] == 0.75
+    solve(env, "slide cabinet")
+    _, r, term, trunc, info = env.step(zero)
+    assert r == 1.0 and term and not trunc and info["is_success"] and info["completion"] == 1.0
+    assert info["completed"] == ["microwave", "kettle", "light switch", "slide cabinet"]
+
+
+def test_time_limit_truncates_and_tasks_are_registered():
+    from ncdpo.envs.registry import TASKS as REGISTRY
+
+    env = KitchenEnv("kitchen-partial", max_episode_steps=3)
+    env.reset(seed=0)
+    ends = [env.step(np.zeros(9))[2:4] for _ in range(3)]
+    assert ends == [(False, False), (False, False), (False, True)]
+    assert {"kitchen-complete", "kitchen-partial", "kitchen-mixed"} <= set(REGISTRY)
+    with pytest.raises(Exception, match="unknown kitchen task"):
+        KitchenEnv("kitchen-everything")
+
+
+def test_snapshot_restores_the_episode_exactly():
+    from ncdpo.envs.snapshot import set_stack_state, stack_state
+
+    rng = np.random.default_rng(0)
+    acts = rng.uniform(-1, 1, (30, 9))
+    a = KitchenEnv("kitchen-complete")
+    a.reset(seed=3)
+    for x in acts[:10]:
+        a.step(x)
+    solve(a, "microwave")
+    st = stack_state(a)
+    ref = [a.step(x) for x in acts[10:]]
+    b = KitchenEnv("kitchen-complete")
+    b.reset(seed=99)
+    set_stack_state(b, st)
+    got = [b.step(x) for x in acts[10:]]
+    for (o1, r1, t1, u1, i1), (o2, r2, t2, u2, i2) in zip(ref, got):
+        np.testing.assert_array_equal(o1, o2)
+        assert (r1, t1, u1, i1) == (r2, t2, u2, i2)
+
+
+def test_kitchen_run_interrupted_and_resumed_is_bitwise_identical(tmp_path):
+    """SIGINT to a run on subprocess kitchen envs, then --resume: the same progress.csv and weights as a run that
+    was never stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from ncdpo.checkpoint import load_checkpoint
+
+    def args(name):
+        return [
+            "train", "--algo", "ncdpo", "--env", "kitchen-complete", "--total-env-steps", "384", "--env.n-envs", "2",
+            "--horizon", "4", "--act-steps", "4", "--ppo.n-steps", "8", "--ppo.minibatch-size", "8",
+            "--ppo.update-epochs", "1", "--diffusion.denoising-steps", "3", "--diffusion.hidden-dim", "32",
+            "--critic.hidden-dims", "32", "32", "--env.max-episode-steps", "40", "--save-every", "1",
+            "--keep-checkpoints", "0", "--out-dir", str(tmp_path), "--run-name", name, "--progress", "false",
+            "--tensorboard", "false", "--torch-threads", "1"
+        ]  # fmt: skip
+
+    def rows(name):
+        with open(tmp_path / name / "progress.csv") as f:
+            skip = {"wall_s", "charts/SPS", "perf/rollout_s", "perf/update_s", "perf/peak_mem_mb"}
+            return [{k: v for k, v in r.items() if k not in skip} for r in csv.DictReader(f)]
+
+    assert main(args("ref")) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "ncdpo.cli", *args("run")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    ck = tmp_path / "run" / "checkpoints" / "iter_000002.safetensors"
+    t0 = time.time()
+    while not ck.exists():
+        assert proc.poll() is None and time.time() - t0 < 240
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 0
+    assert len(rows("run")) == len(rows("ref")) == 6
+    assert rows("run") == rows("ref")
+    assert "charts/completion_rate" in rows("ref")[0] and "eval/completion_rate" in rows("ref")[0]
+    a = load_checkpoint(tmp_path / "ref" / "checkpoints" / "final.safetensors").tensors
+    b = load_checkpoint(tmp_path / "run" / "checkpoints" / "final.safetensors").tensors
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
