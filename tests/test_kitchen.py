@@ -113,7 +113,7 @@ def test_kitchen_run_interrupted_and_resumed_is_bitwise_identical(tmp_path):
             "--ppo.update-epochs", "1", "--diffusion.denoising-steps", "3", "--diffusion.hidden-dim", "32",
             "--critic.hidden-dims", "32", "32", "--env.max-episode-steps", "40", "--save-every", "1",
             "--keep-checkpoints", "0", "--out-dir", str(tmp_path), "--run-name", name, "--progress", "false",
-            "--tensorboard", "false", "--torch-threads", "1"
+            "--tensorboard", "false", "--torch-threads", "1", "--eval-every", "3", "--eval-episodes", "2"
         ]  # fmt: skip
 
     def rows(name):
@@ -134,7 +134,16 @@ def test_kitchen_run_interrupted_and_resumed_is_bitwise_identical(tmp_path):
     assert main(["train", "--resume", str(tmp_path / "run")]) == 0
     assert len(rows("run")) == len(rows("ref")) == 6
     assert rows("run") == rows("ref")
-    assert "charts/completion_rate" in rows("ref")[0] and "eval/completion_rate" in rows("ref")[0]
+    ref = rows("ref")
+    done = [float(r["charts/completion_rate"]) for r in ref if r["charts/completion_rate"] not in ("", "nan")]
+    assert done and all(0 <= v <= 1 for v in done)  # the training episodes' completion, where any ended
+    assert ref[0]["eval/completion_rate"] in ("", "nan") and 0 <= float(ref[2]["eval/completion_rate"]) <= 1
+    import json
+
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(tmp_path / "ref"), "--episodes", "2", "--n-envs", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert 0 <= res["completion_rate"] <= 1 and 0 <= res["success_rate"] <= 1
     a = load_checkpoint(tmp_path / "ref" / "checkpoints" / "final.safetensors").tensors
     b = load_checkpoint(tmp_path / "run" / "checkpoints" / "final.safetensors").tensors
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -68,17 +68,26 @@ def evaluate(
                     envs.close()
                     raise
         try:
-            return run_episodes(agent, obs_norm, envs, n_episodes, deterministic, seed)
+            from ncdpo.envs.registry import episode_info_keys
+
+            return run_episodes(agent, obs_norm, envs, n_episodes, deterministic, seed, episode_info_keys(env_id))
         finally:
             if own:
                 envs.close()
 
 
 def run_episodes(
-    agent: Agent, obs_norm: ObsNormalizer, envs: Any, n_episodes: int, deterministic: bool, seed: int | list[int]
+    agent: Agent,
+    obs_norm: ObsNormalizer,
+    envs: Any,
+    n_episodes: int,
+    deterministic: bool,
+    seed: int | list[int],
+    info_keys: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Step ``envs`` (reset with ``seed``, or one seed per env) until each env row has finished its quota of the
-    ``n_episodes``; ``rows`` in the result is the env row each recorded episode ran in."""
+    ``n_episodes``; ``rows`` in the result is the env row each recorded episode ran in. ``info_keys``: episode-end
+    ``info`` entries to average besides ``is_success`` (as ``<key>_rate``)."""
     n_rows = envs.num_envs
     M = getattr(envs, "n_agents", 1)  # a multi-agent env's episodes are reported on agent 0's row of each copy
     n_envs = n_rows // M
@@ -87,10 +96,7 @@ def run_episodes(
     returns: list[float] = []
     lengths: list[int] = []
     successes: list[float] = []
-    from ncdpo.envs.registry import episode_info_keys
-
-    extra_keys = episode_info_keys(env_id)
-    extra: dict[str, list[float]] = {k: [] for k in extra_keys}
+    extra: dict[str, list[float]] = {k: [] for k in info_keys}
     rows: list[int] = []
     got = np.zeros(n_rows, np.int64)
     obs, info = envs.reset(seed=seed)
@@ -100,7 +106,7 @@ def run_episodes(
         done = term | trunc
         ep = info.get("final_info", {}).get("episode")
         succ = done_values(info, "is_success", done, default=math.nan)
-        ext = {k: done_values(info, k, done, default=math.nan) for k in extra_keys}
+        ext = {k: done_values(info, k, done, default=math.nan) for k in info_keys}
         for i in np.nonzero(done)[0]:
             if got[i] < quota[i]:
                 returns.append(float(ep["r"][i]))
