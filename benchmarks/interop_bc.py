@@ -7,8 +7,8 @@
    ``env_args``, ``mask/train``).
 2. ``ncdpo pretrain --dataset <that file>`` with the shipped recipe (``scripts/make_manipulation_data.py``: K=10,
    horizon 4, 10k steps, seed 1), the env taken from ``env_args`` alone.
-3. ``ncdpo eval`` over 50 episodes at the shipped summary's eval seed (12345), deterministic and sampled, beside the
-   shipped policy's figures; and the largest weight difference between the two policies.
+3. ``ncdpo eval`` of both policies with the shipped summary's protocol (50 episodes, eval seed 12345, 8 envs),
+   deterministic and sampled, and the largest weight difference between the two policies.
 
 Results: ``benchmarks/results/interop/`` (``summary.json``, eval JSON, the run's ``progress.csv`` and config).
 """
@@ -51,14 +51,15 @@ def main() -> None:
                         "--eval-every", "0", "--out-dir", str(work), "--run-name", "bc", "--overwrite", "--progress",
                         "false", "--seed", "1"], check=True)  # fmt: skip
     bc_s = time.time() - t0
-    res = {}
-    for mode, extra in (("deterministic", []), ("sampled", ["--sampled"])):
-        out = OUT / f"bc_eval_{mode}.json"
-        if not out.is_file():
-            n, seed = str(shipped["eval_episodes"]), str(shipped["eval_seed"])
-            cmd = [*NCDPO, "eval", str(run), "--episodes", n, "--seed", seed, "--n-envs", "10", "--json", str(out)]
-            subprocess.run([*cmd, *extra], check=True)
-        res[mode] = json.loads(out.read_text())["success_rate"]
+    res: dict[str, dict[str, float]] = {"copy": {}, "shipped": {}}
+    for which, policy in (("copy", str(run)), ("shipped", "shipped:lift")):
+        for mode, extra in (("deterministic", []), ("sampled", ["--sampled"])):
+            out = OUT / f"{which}_eval_{mode}.json"
+            if not out.is_file():  # the shipped summary's protocol: 50 episodes, seed 12345, 8 subprocess envs
+                n, seed = str(shipped["eval_episodes"]), str(shipped["eval_seed"])
+                cmd = [*NCDPO, "eval", policy, "--episodes", n, "--seed", seed, "--n-envs", "8", "--json", str(out)]
+                subprocess.run([*cmd, *extra], check=True)
+            res[which][mode] = json.loads(out.read_text())["success_rate"]
     a, b = ncdpo.load_policy(run), ncdpo.load_policy("shipped:lift")
     sa, sb = a.agent.policy.state_dict(), b.agent.policy.state_dict()
     diff = max(float((sa[k] - sb[k]).abs().max()) for k in sa if sa[k].dtype.is_floating_point)
@@ -68,11 +69,9 @@ def main() -> None:
         "bc_steps": shipped["steps"],
         "eval_episodes": shipped["eval_episodes"],
         "eval_seed": shipped["eval_seed"],
-        "robomimic_copy": {"success_deterministic": res["deterministic"], "success_sampled": res["sampled"]},
-        "shipped": {
-            "success_deterministic": shipped["success_rate_deterministic"],
-            "success_sampled": shipped["success_rate_sampled"],
-        },  # fmt: skip
+        "robomimic_copy": {"det": res["copy"]["deterministic"], "smp": res["copy"]["sampled"]},
+        "shipped_evaluated_here": {"det": res["shipped"]["deterministic"], "smp": res["shipped"]["sampled"]},
+        "shipped_summary_json": {"det": shipped["success_rate_deterministic"], "smp": shipped["success_rate_sampled"]},
         "max_abs_weight_difference": diff,
         "bc_wall_s": round(bc_s, 1),
         "torch_threads": torch.get_num_threads(),
