@@ -147,3 +147,37 @@ def test_kitchen_run_interrupted_and_resumed_is_bitwise_identical(tmp_path):
     a = load_checkpoint(tmp_path / "ref" / "checkpoints" / "final.safetensors").tensors
     b = load_checkpoint(tmp_path / "run" / "checkpoints" / "final.safetensors").tensors
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------------- demonstrators
+def test_the_demonstrator_solves_kitchen_complete_and_each_subtask_on_a_fixed_seed():
+    from ncdpo.envs.kitchen import SUBTASKS
+    from ncdpo.envs.kitchen_demos import run_episode
+
+    env = KitchenEnv("kitchen-complete")
+    r = run_episode(env, 0, list(TASKS["kitchen-complete"]), noise=0.05, offset=0.01, skill="better")
+    assert r["success"] and r["terminated"] and r["completion"] == 1.0 and len(r["actions"]) < 280
+    assert r["rewards"].sum() == 4.0 and r["actions"].shape[1] == 9 and np.abs(r["actions"]).max() <= 1.0
+    for name in SUBTASKS:  # the clean expert, each subtask alone from the reset state
+        r = run_episode(env, 1, [name], noise=0.0, offset=0.0, skill="okay")
+        assert r["subtasks_done"] == {name: True}, name
+
+
+def test_demos_command_builds_d4rl_style_kitchen_datasets(tmp_path, capsys):
+    from ncdpo.data.dataset import load_dataset
+    from ncdpo.envs.kitchen_demos import sequences
+
+    rng = np.random.default_rng(0)
+    goal = set(TASKS["kitchen-mixed"])
+    assert all(len(s) == 4 and not goal <= set(s) for s in sequences("kitchen-mixed", 30, rng))
+    partial = sequences("kitchen-partial", 9, rng)
+    assert partial[0] == list(TASKS["kitchen-partial"]) and sum(s == partial[0] for s in partial) == 3
+    assert all(s == list(TASKS["kitchen-complete"]) for s in sequences("kitchen-complete", 3, rng))
+    out = tmp_path / "mixed.hdf5"
+    assert main(["demos", "kitchen-mixed", "--episodes", "2", "--out", str(out), "--skill", "better"]) == 0
+    assert "kitchen-mixed, 2 episodes" in capsys.readouterr().out
+    ds = load_dataset(out)
+    assert ds.env_id == "kitchen-mixed" and ds.obs_dim == 60 and ds.act_dim == 9 and len(ds.episodes) == 2
+    assert not any(ds.meta["successes"]) and all(e.truncated for e in ds.episodes)  # no episode does all four
+    assert [len(e) for e in ds.episodes] == [len(e.rewards) for e in ds.episodes]
+    assert main(["demos", "kitchen-nothing", "--episodes", "1", "--out", str(tmp_path / "x.hdf5")]) == 2

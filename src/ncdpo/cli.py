@@ -154,13 +154,23 @@ def build_parser() -> _Parser:
 
     de = sub.add_parser(
         "demos",
-        help="record scripted demonstrations of a manipulation task (lift, can, square, transport) into a dataset file",
+        help="record scripted demonstrations of a manipulation task (lift, can, square, transport, kitchen-complete, "
+        "kitchen-partial, kitchen-mixed) into a dataset file",
     )
-    de.add_argument("task", metavar="TASK", help="lift, can, square or transport (or a -dense variant)")
+    de.add_argument(
+        "task",
+        metavar="TASK",
+        help="lift, can, square or transport (or a -dense or -image variant), or kitchen-complete, kitchen-partial, "
+        "kitchen-mixed (D4RL's three datasets' compositions)",
+    )
     de.add_argument("--out", required=True, metavar="FILE", help="dataset file to write (.hdf5)")
     de.add_argument("--episodes", type=int, default=100, help="number of episodes, successful or not (default: 100)")
     de.add_argument(
-        "--noise", type=float, default=0.1, help="std of the operator's action noise, scaled by skill (default: 0.1)"
+        "--noise",
+        type=float,
+        default=None,
+        help="std of the operator's action noise, scaled by skill (default: 0.1; kitchen: 0.05, its actions being "
+        "joint velocities)",
     )
     de.add_argument(
         "--offset",

@@ -95,23 +95,34 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_demos(args: argparse.Namespace) -> int:
-    from ncdpo.envs.demonstrators import collect_demos
-
     out = _dataset_out(args)
     if args.workers < 1:
         raise NcdpoError(f"--workers must be >= 1 (got {args.workers})")
-    ds = collect_demos(
-        args.task, args.episodes, args.noise, args.offset, args.seed, args.workers, args.skill, args.mistake
-    )
+    kitchen = args.task.startswith("kitchen-")
+    if kitchen:
+        from ncdpo.envs.kitchen_demos import DEFAULT_NOISE, collect_kitchen_demos
+
+        noise = DEFAULT_NOISE if args.noise is None else args.noise
+        ds = collect_kitchen_demos(
+            args.task, args.episodes, noise, args.offset, args.seed, args.workers, args.skill, args.mistake
+        )
+    else:
+        from ncdpo.envs.demonstrators import collect_demos
+
+        noise = 0.1 if args.noise is None else args.noise
+        ds = collect_demos(
+            args.task, args.episodes, noise, args.offset, args.seed, args.workers, args.skill, args.mistake
+        )
     ds.save(out)
     m = ds.meta
     by_skill = {}
     for sk, ok in zip(m["skills"], m["successes"]):
         by_skill.setdefault(sk, []).append(ok)
     detail = ", ".join(f"{sk} {sum(v)}/{len(v)}" for sk, v in sorted(by_skill.items()))
+    completion = f", completion rate {sum(m['completions']) / len(m['completions']):.2f}" if kitchen else ""
     print(
         f"wrote {out}: {args.task}, {len(ds.episodes)} episodes, {ds.n_transitions} transitions, "
-        f"success rate {m['success_rate']:.2f} ({detail})"
+        f"success rate {m['success_rate']:.2f} ({detail}){completion}"
     )
     return 0
 
