@@ -46,9 +46,10 @@ def resolve(spec: str | Path, kind: str) -> Path:
     path = folder / (MANIPULATION_FILES if folder.parent == MANIPULATION_ASSETS else FILES)[kind]
     if not path.is_file():
         if kind == "dataset" and (folder / MANIPULATION_FILES["checkpoint"]).is_file():
+            script = "make_kitchen_data.py" if task.startswith("kitchen-") else "make_manipulation_data.py"
             raise NcdpoError(
-                f"the '{task}' demonstrations are not shipped (camera datasets are too large); rebuild them with "
-                f"python scripts/make_manipulation_data.py --tasks {task}"
+                f"the '{task}' demonstrations are not shipped (the repository stays small enough to carry); rebuild "
+                f"them with python scripts/{script} --tasks {task}"
             )
         raise NcdpoError(f"no shipped {kind} for '{task}' (shipped: {', '.join(available()) or 'none'})")
     return path
