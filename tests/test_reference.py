@@ -34,11 +34,18 @@ def read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(r.fieldnames or []), list(r)
 
 
-def same(a: str, b: str) -> bool:
+# Columns that measure floating-point error itself (the first minibatch's |ratio - 1|: 0 up to the last bits of the
+# log-probabilities): a CPU with other vector instructions moves them by an ulp, so both must be float error (< 1e-5)
+FLOAT_ERROR = {"losses/first_minibatch_ratio_dev"}
+
+
+def same(a: str, b: str, column: str = "") -> bool:
     if EXACT or a == b:
         return a == b
     if a == "" or b == "":
         return False
+    if column in FLOAT_ERROR:
+        return float(a) < 1e-5 and float(b) < 1e-5
     return math.isclose(float(a), float(b), rel_tol=1e-4, abs_tol=1e-6)
 
 
@@ -56,7 +63,7 @@ def test_run_reproduces_the_reference(name, tmp_path):
     assert cols == ref_cols
     assert len(rows) == len(ref_rows)
     for i, (row, ref) in enumerate(zip(rows, ref_rows)):
-        bad = [(k, row[k], ref[k]) for k in ref_cols if k not in TIMING and not same(row[k], ref[k])]
+        bad = [(k, row[k], ref[k]) for k in ref_cols if k not in TIMING and not same(row[k], ref[k], k)]
         assert not bad, f"{name} row {i + 1}: (column, now, reference) {bad[:4]}"
 
 
