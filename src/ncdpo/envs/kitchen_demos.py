@@ -27,6 +27,9 @@ Datasets (``ncdpo demos kitchen-complete | kitchen-partial | kitchen-mixed``), b
 * mixed: four subtasks drawn from all seven with at most three of the goal's (microwave, kettle, bottom burner,
   light switch), so no episode does all four.
 
+A drawn sequence keeps its order except that the hinge cabinet goes last: its open door stands in front of the knobs,
+the light switch and the slide cabinet.
+
 An episode ends when the goal is done (``terminated``), when the script has run its sequence (a cut episode), or at
 280 steps.
 """
@@ -296,7 +299,9 @@ def sequences(task: str, episodes: int, rng: np.random.Generator) -> list[list[s
         while True:
             seq = [str(s) for s in rng.choice(SUBTASKS, 4, replace=False)]
             if sum(s in goal for s in seq) < 4:
-                out.append(seq)
+                # the open right hinge door stands in front of the knobs, the light switch and the slide cabinet,
+                # so an operator leaves it for last
+                out.append(sorted(seq, key=lambda t: t == "hinge cabinet"))
                 break
     return out
 
