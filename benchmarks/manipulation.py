@@ -82,8 +82,21 @@ def summarize(
                 f"{steps / walls:.0f} |"
             )
         notes = []
+        bc_c = [
+            ev(f"shipped:{task}", out / f"bc_eval_{m}.json", m == "smp").get("completion_rate") for m in ("det", "smp")
+        ]
+        if bc_c[0] is not None:  # kitchen: the task-completion rate (fraction of the four subtasks) beside success
+            notes.append(f"- BC task-completion rate (det / smp): {100 * bc_c[0]:.0f}% / {100 * bc_c[1]:.0f}%")
         for algo in algos:
             runs = [r for r in task_runs if r.name.startswith(f"{task}__{algo}__s")]
+            comp = [
+                [ev(r, r / f"eval_{m}.json", m == "smp").get("completion_rate") for r in runs] for m in ("det", "smp")
+            ]
+            if runs and comp[0][0] is not None:
+                notes.append(
+                    f"- {algo}: task-completion rate (det / smp) {H.mean_std(comp[0], scale=100)}% / "
+                    f"{H.mean_std(comp[1], scale=100)}%"
+                )
             if runs:
                 final, at = H.steps_to_fraction(runs)
                 notes.append(
