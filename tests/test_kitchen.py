@@ -181,3 +181,59 @@ def test_demos_command_builds_d4rl_style_kitchen_datasets(tmp_path, capsys):
     assert not any(ds.meta["successes"]) and all(e.truncated for e in ds.episodes)  # no episode does all four
     assert [len(e) for e in ds.episodes] == [len(e.rewards) for e in ds.episodes]
     assert main(["demos", "kitchen-nothing", "--episodes", "1", "--out", str(tmp_path / "x.hdf5")]) == 2
+
+
+def test_minari_d4rl_kitchen_layout_is_imported_as_the_task(tmp_path, monkeypatch, capsys):
+    """A dataset in Minari's D4RL/kitchen layout (dict observations of FrankaKitchen-v1, no termination, completed
+    subtasks kept, a reward that counts them every step), built locally: converted to the task's observation, reward
+    and episode end, and trained on through the CLI."""
+    import gymnasium as gym
+    import minari
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    from ncdpo.data.dataset import load_dataset
+    from ncdpo.envs.kitchen import _kitchen_module
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    _kitchen_module()
+    import gymnasium_robotics
+
+    gym.register_envs(gymnasium_robotics)
+    goal = list(TASKS["kitchen-complete"])
+    env = gym.make("FrankaKitchen-v1", tasks_to_complete=goal, remove_task_when_completed=False,
+                   terminate_on_tasks_completed=False, max_episode_steps=40)  # fmt: skip
+
+    def stack(rows):
+        return {k: stack([r[k] for r in rows]) for k in rows[0]} if isinstance(rows[0], dict) else np.asarray(rows)
+
+    buffers = []
+    for ep, solved in enumerate((["microwave"], goal)):
+        o, _ = env.reset(seed=ep)
+        rows, acts, rews, terms, truncs = [o], [], [], [], []
+        for t in range(40):
+            if t == 10:
+                u = env.unwrapped
+                for name in solved:
+                    u.data.qpos[element_indices()[name]] = element_goals()[name]
+                mujoco.mj_forward(u.model, u.data)
+            a = np.zeros(9)
+            o, r, term, trunc, _ = env.step(a)
+            rows.append(o), acts.append(a), rews.append(r), terms.append(term), truncs.append(trunc)
+        arrays = {"actions": acts, "rewards": rews, "terminations": terms, "truncations": truncs}
+        buffers.append(EpisodeBuffer(id=ep, observations=stack(rows), **{k: np.asarray(v) for k, v in arrays.items()}))
+    assert sum(buffers[0].rewards) > 1  # Minari's reward counts the completed subtasks on every step
+    minari.create_dataset_from_buffers("D4RL/kitchen/complete-v2", buffers, env=env, algorithm_name="scripted")
+    ds = load_dataset("minari:D4RL/kitchen/complete-v2")
+    assert ds.env_id == "kitchen-complete" and ds.obs_dim == 60 and ds.act_dim == 9
+    a, b = ds.episodes
+    assert len(a) == 40 and a.truncated and a.rewards.sum() == 1.0 and a.rewards[10] == 1.0  # once, when first done
+    assert len(b) == 11 and not b.truncated and b.dones[-1] and b.rewards.sum() == 4.0  # ends where all four are done
+    np.testing.assert_array_equal(a.obs[:, 30:], np.tile(goal_vector(TASKS["kitchen-complete"]), (40, 1)))
+    with pytest.raises(Exception, match="has the goal"):
+        from ncdpo.data.options import ReadOptions
+
+        load_dataset("minari:D4RL/kitchen/complete-v2", ReadOptions(env_id="kitchen-mixed"))
+    small = ["--horizon", "4", "--act-steps", "4", "--diffusion.denoising-steps", "3", "--diffusion.hidden-dim", "32",
+             "--pretrain.steps", "4", "--pretrain.batch-size", "8", "--progress", "false", "--tensorboard", "false",
+             "--eval-every", "0", "--out-dir", str(tmp_path)]  # fmt: skip
+    assert main(["pretrain", "--dataset", "minari:D4RL/kitchen/complete-v2", "--run-name", "bc", *small]) == 0

@@ -360,7 +360,8 @@ def _load_hdf5(path: Path, opts: ReadOptions) -> Dataset:
     return Dataset(episodes, env_id, lo, hi, meta, str(path))
 
 
-def _load_minari(dataset_id: str) -> Dataset:
+def _load_minari(dataset_id: str, opts: ReadOptions | None = None) -> Dataset:
+    opts = opts or ReadOptions()
     try:
         import minari
     except ImportError:
@@ -369,8 +370,20 @@ def _load_minari(dataset_id: str) -> Dataset:
         md = minari.load_dataset(dataset_id)
     except Exception as e:  # minari raises several types for a missing local dataset
         raise NcdpoError(f"Minari dataset '{dataset_id}' cannot be loaded locally ({str(e).splitlines()[0]})") from None
+    kitchen = _minari_kitchen_task(md, dataset_id, opts)
     episodes = []
     for ep in md.iterate_episodes():
+        if kitchen:  # D4RL's kitchen as Minari stores it: dict observations, 450 steps, no termination
+            from ncdpo.envs.kitchen import from_gymnasium_episode
+
+            e = from_gymnasium_episode(ep.observations["observation"], ep.actions, kitchen)
+            episodes.append(Episode(e["obs"], e["actions"], e["rewards"], e["dones"], e["truncated"]))
+            continue
+        if isinstance(ep.observations, dict):
+            raise NcdpoError(
+                f"Minari dataset '{dataset_id}' has dict observations (keys: {', '.join(ep.observations)}); only Box "
+                "observations and D4RL's kitchen layout are supported"
+            )
         obs = np.asarray(ep.observations, np.float32)
         if obs.ndim != 2:
             raise NcdpoError(
@@ -397,7 +410,35 @@ def _load_minari(dataset_id: str) -> Dataset:
         pass
     lo = np.asarray(getattr(space, "low", -np.ones(episodes[0].actions.shape[1])), np.float32)
     hi = np.asarray(getattr(space, "high", np.ones(episodes[0].actions.shape[1])), np.float32)
-    return Dataset(episodes, env_id, lo, hi, {"minari_id": dataset_id}, f"minari:{dataset_id}")
+    meta: dict[str, Any] = {"minari_id": dataset_id}
+    if kitchen:
+        env_id, meta["converted_from"] = kitchen, "FrankaKitchen-v1 (Minari D4RL/kitchen layout)"
+    return Dataset(episodes, env_id, lo, hi, meta, f"minari:{dataset_id}")
+
+
+def _minari_kitchen_task(md: Any, dataset_id: str, opts: ReadOptions) -> str:
+    """The kitchen task a Minari dataset recorded on FrankaKitchen-v1 is for ("" for other datasets)."""
+    try:
+        spec = md.spec.env_spec
+        env_name = spec.id if spec is not None else ""
+        kwargs = dict(spec.kwargs) if spec is not None else {}
+    except AttributeError:
+        return ""
+    if not env_name.startswith("FrankaKitchen"):
+        return ""
+    from ncdpo.envs.kitchen import TASKS, task_for_goal
+
+    goal = set(kwargs.get("tasks_to_complete") or ())
+    if opts.env_id:
+        if opts.env_id not in TASKS:
+            raise NcdpoError(f"Minari dataset '{dataset_id}' is Franka Kitchen; {opts.env_id} is not a kitchen task")
+        if goal and set(TASKS[opts.env_id]) != goal:
+            raise NcdpoError(
+                f"Minari dataset '{dataset_id}' has the goal {sorted(goal)}, but {opts.env_id}'s is "
+                f"{sorted(TASKS[opts.env_id])}"
+            )
+        return opts.env_id
+    return task_for_goal(goal or set(TASKS["kitchen-complete"]), dataset_id)
 
 
 def _refuse_keys(opts: ReadOptions, path: Path, layout: str) -> None:
@@ -421,7 +462,7 @@ def load_dataset(path: str | Path, opts: ReadOptions | None = None) -> Dataset:
     s = str(resolve(path, "dataset"))
     if s.startswith("minari:"):
         _refuse_keys(opts, Path(s), "Minari's")
-        return validate_dataset(_load_minari(s[len("minari:") :]))
+        return validate_dataset(_load_minari(s[len("minari:") :], opts))
     p = Path(s)
     if p.is_dir():
         from ncdpo.data.lerobot import read_lerobot

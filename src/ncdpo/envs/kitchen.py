@@ -165,3 +165,47 @@ class KitchenEnv(gym.Env):
         self.env.tasks_to_complete = set(st["to_complete"])
         self.env.episode_task_completions[:] = list(st["episode_completions"])
         self.t, self.completed = int(st["t"]), list(st["completed"])
+
+
+# ---------------------------------------------------------------------------------------------- Minari's D4RL kitchen
+def task_for_goal(goal_tasks: set[str], hint: str = "") -> str:
+    """The kitchen task whose goal is ``goal_tasks`` (complete and partial share one goal: ``hint``, a dataset id or
+    env id naming ``partial`` picks partial)."""
+    matches = [t for t, g in TASKS.items() if set(g) == set(goal_tasks)]
+    if not matches:
+        raise NcdpoError(f"no kitchen task has the goal {sorted(goal_tasks)} (tasks: {', '.join(TASKS)})")
+    return next((t for t in matches if t.split("-")[1] in hint), matches[0])
+
+
+def from_gymnasium_episode(observation: np.ndarray, actions: np.ndarray, task: str) -> dict[str, Any]:
+    """One episode recorded on ``FrankaKitchen-v1`` (its 59-D ``observation`` entry, T+1 rows, and T actions; Minari's
+    ``D4RL/kitchen/*`` layout: 450-step episodes, no termination, completed subtasks kept) as this package's task:
+    the 60-D observation, the reward recomputed (1 for each goal subtask on the step it is first done), and the
+    episode ending on the step all four are done (``terminated``) or cut where the recording ends."""
+    o = np.asarray(observation, np.float64)
+    a = np.asarray(actions, np.float32)
+    T = len(a)
+    if o.ndim != 2 or o.shape[1] != 59 or len(o) != T + 1:
+        raise NcdpoError(
+            f"a kitchen episode's observations have shape {o.shape} for {T} actions; FrankaKitchen-v1's are (T+1, 59)"
+        )
+    goal_tasks = TASKS[task]
+    goal = goal_vector(goal_tasks)
+    idx, goals = element_indices(), element_goals()
+    pos = np.concatenate([o[:, 0:9], o[:, 18:39]], axis=1)  # robot and object positions, D4RL's first 30 numbers
+    done_at: dict[str, int] = {}
+    for name in goal_tasks:
+        close = np.linalg.norm(pos[1:, idx[name]] - goals[name], axis=1) < 0.3  # after action t
+        hits = np.nonzero(close)[0]
+        if len(hits):
+            done_at[name] = int(hits[0])
+    end = max(done_at.values()) + 1 if len(done_at) == len(goal_tasks) else T
+    rewards = np.zeros(end, np.float32)
+    for t in done_at.values():
+        if t < end:
+            rewards[t] += 1.0
+    terminated = len(done_at) == len(goal_tasks)
+    dones = np.zeros(end, bool)
+    dones[-1] = terminated
+    obs = np.concatenate([pos[:end], np.tile(goal, (end, 1))], axis=1).astype(np.float32)
+    return {"obs": obs, "actions": a[:end], "rewards": rewards, "dones": dones, "truncated": not terminated}
