@@ -237,3 +237,20 @@ def test_minari_d4rl_kitchen_layout_is_imported_as_the_task(tmp_path, monkeypatc
              "--pretrain.steps", "4", "--pretrain.batch-size", "8", "--progress", "false", "--tensorboard", "false",
              "--eval-every", "0", "--out-dir", str(tmp_path)]  # fmt: skip
     assert main(["pretrain", "--dataset", "minari:D4RL/kitchen/complete-v2", "--run-name", "bc", *small]) == 0
+
+
+def test_shipped_kitchen_policy_evaluates_and_its_dataset_is_rebuilt_not_shipped(capsys):
+    import json
+
+    import ncdpo.shipped as shipped
+    from ncdpo.data.dataset import load_dataset
+    from ncdpo.errors import NcdpoError
+
+    assert "kitchen-complete" in shipped.available()
+    summary = json.loads((shipped.asset_dir("kitchen-complete") / "summary.json").read_text())
+    assert summary["demos"]["episodes"] == 200 and 0 <= summary["bc"]["completion_rate_deterministic"] <= 1
+    assert main(["eval", "shipped:kitchen-complete", "--episodes", "2", "--n-envs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "kitchen-complete ncdpo" in out and "completion rate" in out
+    with pytest.raises(NcdpoError, match="not shipped .*make_kitchen_data.py --tasks kitchen-complete"):
+        load_dataset("shipped:kitchen-complete")
