@@ -240,6 +240,33 @@ def _worker(args: tuple[str, list[int], float, float, str, float]) -> list[dict[
         env.close()
 
 
+def run_in_workers(worker: Callable[[Any], list[dict[str, Any]]], parts: list[Any]) -> list[dict[str, Any]]:
+    """``worker(part)`` for every part, in this process (one part) or one spawned process each; the episodes
+    sorted by their reset seed, so the result does not depend on the number of parts."""
+    if len(parts) == 1:
+        results = worker(parts[0])
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(len(parts), mp_context=mp.get_context("spawn")) as ex:
+            results = [r for part in ex.map(worker, parts) for r in part]
+    return sorted(results, key=lambda r: r["seed"])
+
+
+def episodes_of(results: list[dict[str, Any]]) -> list[Any]:
+    """Demonstration results as :class:`~ncdpo.data.dataset.Episode` s (``dones`` on a terminated episode's last step,
+    any other episode cut)."""
+    from ncdpo.data.dataset import Episode
+
+    eps = []
+    for r in results:
+        dones = np.zeros(len(r["actions"]), bool)
+        dones[-1] = r["terminated"]
+        eps.append(Episode(r["obs"], r["actions"], r["rewards"], dones, not r["terminated"]))
+    return eps
+
+
 def collect_demos(
     task: str,
     episodes: int,
@@ -254,7 +281,7 @@ def collect_demos(
 
     Episodes run in ``workers`` processes; the result does not depend on how many.
     """
-    from ncdpo.data.dataset import Dataset, Episode
+    from ncdpo.data.dataset import Dataset
     from ncdpo.envs.registry import TASKS
 
     if task not in TASKS or task.split("-")[0] not in DEMO_TASKS:
@@ -271,21 +298,10 @@ def collect_demos(
         raise NcdpoError(f"--skill must be one of {', '.join(SKILLS)} (got '{skill}')")
     seeds = [seed + i for i in range(episodes)]
     workers = max(1, min(workers, episodes))
-    parts = [(task, seeds[i::workers], noise, offset, skill, mistake) for i in range(workers)]
-    if workers == 1:
-        results = _worker(parts[0])
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-            results = [r for part in ex.map(_worker, parts) for r in part]
-    results.sort(key=lambda r: r["seed"])
-    eps = []
-    for r in results:
-        dones = np.zeros(len(r["actions"]), bool)
-        dones[-1] = r["terminated"]
-        eps.append(Episode(r["obs"], r["actions"], r["rewards"], dones, not r["terminated"]))
+    results = run_in_workers(
+        _worker, [(task, seeds[i::workers], noise, offset, skill, mistake) for i in range(workers)]
+    )
+    eps = episodes_of(results)
     act_dim = eps[0].actions.shape[1]  # the OSC_POSE controller's actions are in [-1, 1]
     meta = {
         "source": "scripted demonstrator",

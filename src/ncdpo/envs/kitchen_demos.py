@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
+from ncdpo.envs.demonstrators import SKILLS, episodes_of, run_in_workers
 from ncdpo.envs.kitchen import SUBTASKS, TASKS, KitchenEnv
 from ncdpo.errors import NcdpoError
 
-SKILLS = {"better": 0.5, "okay": 1.0, "worse": 2.0}
 DEFAULT_NOISE = 0.05
 """The operator's action noise std (joint-velocity units, x skill) of ``ncdpo demos kitchen-*``: at 0.1 even the
 ``okay`` operator fails most sequences; at 0.05 ``better`` / ``okay`` / ``worse`` complete about 100 / 90 / 10% of
@@ -368,7 +368,7 @@ def collect_kitchen_demos(
 ) -> Any:
     """``episodes`` demonstrations of a kitchen task's dataset (reset seeds ``seed``, ``seed + 1``, ...) as a
     :class:`~ncdpo.data.dataset.Dataset`; the result does not depend on ``workers``."""
-    from ncdpo.data.dataset import Dataset, Episode
+    from ncdpo.data.dataset import Dataset
 
     if task not in TASKS:
         raise NcdpoError(f"unknown kitchen task '{task}' (known: {', '.join(TASKS)})")
@@ -383,21 +383,8 @@ def collect_kitchen_demos(
     seqs = sequences(task, episodes, np.random.default_rng(seed))
     jobs = [(seed + i, seqs[i]) for i in range(episodes)]
     workers = max(1, min(workers, episodes))
-    parts = [(task, jobs[i::workers], noise, offset, skill, mistake) for i in range(workers)]
-    if workers == 1:
-        results = _worker(parts[0])
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
-            results = [r for part in ex.map(_worker, parts) for r in part]
-    results.sort(key=lambda r: r["seed"])
-    eps = []
-    for r in results:
-        dones = np.zeros(len(r["actions"]), bool)
-        dones[-1] = r["terminated"]
-        eps.append(Episode(r["obs"], r["actions"], r["rewards"], dones, not r["terminated"]))
+    results = run_in_workers(_worker, [(task, jobs[i::workers], noise, offset, skill, mistake) for i in range(workers)])
+    eps = episodes_of(results)
     meta = {
         "source": "scripted kitchen demonstrator",
         "task": task,
