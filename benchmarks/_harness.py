@@ -3,7 +3,8 @@
 - **Runs**: :func:`run_train` skips a finished run, continues an interrupted one (``ncdpo train --resume``, with the
   harness's ``--total-env-steps``: a rerun with another budget shortens or extends it; for schedules that depend on
   the budget, such as ``--ppo.anneal-lr``, that is not the same as a fresh run) and starts the others afresh,
-  appending the console output to ``<run>.log``; :func:`run_jobs` runs a list of them side by side.
+  appending the console output to ``<run>.log``; :func:`run_jobs` runs a list of them side by side as Ray tasks
+  (on this machine, or on a cluster with ``--address``), retrying a job whose worker died.
 - **One evaluation protocol**: :func:`evaluate` runs ``ncdpo eval`` over complete episodes with one seed,
   :data:`EVAL_SEED` unless ``--eval-seed`` says otherwise, and caches the result as JSON (with its seed).
 - **One progress reader**: :func:`read_log`, :func:`value_at`, :func:`run_cost`.
@@ -25,7 +26,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def add_common_args(
     jobs: int | None = None,
     seeds: Sequence[int] = (1, 2, 3),
 ) -> None:
-    """``--seeds --steps --jobs --episodes --eval-seed --out --summarize``, with this script's defaults."""
+    """``--seeds --steps --jobs --address --episodes --eval-seed --out --summarize``, with this script's defaults."""
     ap.add_argument("--seeds", nargs="+", type=int, default=list(seeds))
     ap.add_argument("--steps", type=int, default=steps, help=f"env steps per run (default {steps})")
     ap.add_argument(
@@ -57,6 +57,9 @@ def add_common_args(
         type=int,
         default=jobs or os.cpu_count() or 1,
         help="runs side by side, one torch thread each (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--address", default="", help="HOST:PORT of a Ray cluster to run the jobs on (default: Ray on this machine)"
     )
     ap.add_argument("--episodes", type=int, default=episodes, help="evaluation episodes per policy and mode")
     ap.add_argument("--eval-seed", type=int, default=EVAL_SEED, help=f"evaluation seed (default {EVAL_SEED})")
@@ -98,20 +101,19 @@ def run_args(seed: int, steps: int, keep: int = 1, threads: bool = True) -> list
 
 
 def run_train(run: Path, train_args: list[str]) -> str:
-    """Skip, continue or start the run ``run`` (``train_args``: the ``ncdpo train`` options of a fresh start)."""
+    """Skip, continue or start the run ``run`` (``train_args``: the ``ncdpo train`` options of a fresh start): what
+    a sweep trial does (:func:`ncdpo.sweep.train_or_resume`; the harness's budget wins, so a rerun with another
+    ``--steps`` shortens or extends an interrupted run). A training process killed by a signal (its Ray worker
+    died) raises :class:`ncdpo.sweep.TrialInterrupted`, which Ray retries from the newest checkpoint."""
+    from ncdpo.sweep import TrialInterrupted, train_or_resume
+
     if finished(run):
         return f"{run.name}: done already"
-    if resumable(run):
-        # the harness's budget wins, so a rerun with another --steps shortens or extends an interrupted run
-        budget = train_args[train_args.index("--total-env-steps") :][:2] if "--total-env-steps" in train_args else []
-        cmd = [*NCDPO, "train", "--resume", str(run), "--progress", "false", *budget]
-    else:
-        cmd = [*NCDPO, "train", *train_args, "--out-dir", str(run.parent), "--run-name", run.name, "--overwrite"]
     t0 = time.time()
-    run.parent.mkdir(parents=True, exist_ok=True)
     log_path = run.parent / f"{run.name}.log"
-    with open(log_path, "a") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    rc = train_or_resume(run, train_args, log_path)
+    if rc < 0:
+        raise TrialInterrupted(f"{run.name}: training killed by signal {-rc}")
     if rc != 0 and not finished(run):  # (a resume that found the run complete restores its final checkpoint)
         raise SystemExit(f"{run.name} failed (exit {rc}); see {log_path}")
     return f"{run.name}: {time.time() - t0:.0f} s"
@@ -132,11 +134,16 @@ def run_finetune(out: Path, task: str, algo: str, config: Path, seed: int, steps
     return run_train(out / f"{task}__{algo}__s{seed}", args + run_args(seed, steps, **run_kw))
 
 
-def run_jobs(fn: Callable[..., str], jobs: Iterable[tuple], n_jobs: int) -> None:
-    """``fn(*job)`` for every job, ``n_jobs`` at a time, printing each one's message as it is returned."""
-    with ThreadPoolExecutor(max(1, n_jobs)) as pool:
-        for msg in pool.map(lambda job: fn(*job), list(jobs)):
-            print(msg, flush=True)
+def run_jobs(fn: Callable[..., str], jobs: Iterable[tuple], n_jobs: int, address: str = "") -> None:
+    """``fn(*job)`` for every job as Ray tasks (:func:`ncdpo.sweep.run_jobs`): ``n_jobs`` at a time on a Ray instance
+    started here, or one CPU each on the cluster at ``address``; each one's message printed in job order. A job
+    whose worker dies is retried, and its run resumes from the newest checkpoint."""
+    import ray.cloudpickle
+
+    from ncdpo import sweep
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not find this file
+    sweep.run_jobs(fn, jobs, n_jobs, address)
 
 
 def seeds_on_disk(task_dir: Path, task: str, algos: list[str], seeds: list[int]) -> list[int]:

@@ -75,7 +75,7 @@ def main() -> None:
     root = Path(args.out)
     if not args.summarize:
         jobs = [(t, v, s, args.steps, root) for s in args.seeds for t in args.tasks for v in args.variants]
-        H.run_jobs(run_one, jobs, args.jobs)
+        H.run_jobs(run_one, jobs, args.jobs, args.address)
     print(summarize(args.tasks, args.variants, args.seeds, root, args.steps, args.episodes, args.eval_seed))
 
 

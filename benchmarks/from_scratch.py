@@ -107,7 +107,8 @@ def main() -> None:
     out = Path(args.out) / args.env
     out.mkdir(parents=True, exist_ok=True)
     if not args.summarize:
-        H.run_jobs(run_one, [(args.env, v, s, args.steps, out) for s in args.seeds for v in args.algos], args.jobs)
+        jobs = [(args.env, v, s, args.steps, out) for s in args.seeds for v in args.algos]
+        H.run_jobs(run_one, jobs, args.jobs, args.address)
     print(summarize(args.env, args.algos, args.seeds, args.steps, out, args.episodes, args.eval_seed))
 
 

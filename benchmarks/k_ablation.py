@@ -127,7 +127,7 @@ def main() -> None:
         # Longest runs first (update cost grows with K; DDIM-5 costs like K5), so the pool's tail is short.
         cost = {n: 5 if "ddim" in n else int(n[1:]) for n in names}
         jobs = sorted(((n, s) for s in a.seeds for n in names), key=lambda j: -cost[j[0]])
-        H.run_jobs(run_one, [(n, *v[n], s, a.steps, out) for n, s in jobs], a.jobs)
+        H.run_jobs(run_one, [(n, *v[n], s, a.steps, out) for n, s in jobs], a.jobs, a.address)
     print(summarize(a.task, names, a.seeds, out, a.episodes, a.eval_seed))
 
 

@@ -244,7 +244,7 @@ def main() -> None:
         return
     if not args.summarize:
         jobs = [(t, a, s, args.steps, root / t) for s in args.seeds for t in args.tasks for a in args.algos]
-        H.run_jobs(run_one, jobs, args.jobs)
+        H.run_jobs(run_one, jobs, args.jobs, args.address)
     print(summarize(args.tasks, args.algos, args.seeds, root, args.episodes, args.eval_envs, args.eval_seed))
 
 

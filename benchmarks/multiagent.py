@@ -192,7 +192,8 @@ def main() -> None:
             print(f"{task}: raw vector env ({n} envs, random actions, 20 s): {sps:.0f} env steps/s", flush=True)
         return
     if not a.summarize:
-        H.run_jobs(run_one, [(t, al, s, a.steps, out) for t in a.tasks for s in a.seeds for al in a.algos], a.jobs)
+        jobs = [(t, al, s, a.steps, out) for t in a.tasks for s in a.seeds for al in a.algos]
+        H.run_jobs(run_one, jobs, a.jobs, a.address)
     print(summarize(a.tasks, a.algos, a.seeds, a.steps, out, a.episodes, a.eval_seed))
 
 

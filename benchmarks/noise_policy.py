@@ -102,7 +102,7 @@ def main() -> None:
     out = Path(args.out) / args.task
     if not args.summarize:
         jobs = [(args.task, v, s, args.steps, out) for s in args.seeds for v in args.variants]
-        H.run_jobs(run_one, jobs, args.jobs)
+        H.run_jobs(run_one, jobs, args.jobs, args.address)
     print(summarize(args.task, out, args.episodes, args.eval_envs, args.eval_seed))
 
 

@@ -1,5 +1,5 @@
-"""Command-line interface: ``ncdpo train | pretrain | collect | demos | eval | export | plot | tasks``: the parser
-and the dispatch (each command's work is in :mod:`ncdpo.commands`).
+"""Command-line interface: ``ncdpo train | pretrain | collect | demos | eval | export | plot | sweep | tasks``: the
+parser and the dispatch (each command's work is in :mod:`ncdpo.commands`).
 
 Every :class:`~ncdpo.config.TrainConfig` field is a ``train`` option (``--ppo.clip-coef 0.1``); ``--env``
 and ``--algo`` are the common short forms. User mistakes print one line, ``ncdpo: error: ...``, and exit 2;
@@ -249,6 +249,19 @@ def build_parser() -> _Parser:
     pl.add_argument("--no-group", action="store_true", help="one line per run instead of mean ± std per seed group")
     pl.add_argument("--smooth", type=int, default=1, help="moving-average window in points (default: 1)")
     pl.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+
+    sw = sub.add_parser(
+        "sweep",
+        help="run a grid of training runs (tasks x algos x values x seeds) on Ray, locally or on a cluster",
+        description="Run the trials of a sweep spec (YAML; see ncdpo.sweep) as Ray tasks: locally (Ray started "
+        "on this machine, sized to its cores) or on the cluster at --address. A trial whose worker dies is "
+        "retried from its newest checkpoint; --resume continues an interrupted sweep.",
+    )
+    sw.add_argument("target", metavar="SPEC_OR_DIR", help="a sweep spec file, or (with --resume) a sweep folder")
+    sw.add_argument("--address", default="", help="HOST:PORT of a running Ray cluster (ray start --head); "
+                    "default: start Ray on this machine")  # fmt: skip
+    sw.add_argument("--resume", action="store_true", help="continue the sweep: skip finished trials, resume the rest")
+    sw.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
 
     tk = sub.add_parser("tasks", help="list the registered tasks and their presets")
     tk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")

@@ -241,3 +241,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         if t.id in available():
             print(f"{'':16s} shipped: shipped:{t.id} (behaviour-cloned diffusion policy; medium dataset)")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ncdpo.sweep import run_sweep
+
+    return run_sweep(args.target, address=args.address, resume=args.resume)

@@ -39,7 +39,13 @@ class EnvConfig:
     """Number of environments stepped in lock-step."""
     vector: str = "auto"
     """``sync``: all envs in this process (SyncVectorEnv); ``async``: one subprocess per env (AsyncVectorEnv, for
-    slow simulators such as robosuite); ``auto``: as the task prefers (async for the manipulation tasks)."""
+    slow simulators such as robosuite); ``ray``: one Ray actor per env, on this machine or a Ray cluster's nodes
+    (``env.ray_address``); ``auto``: as the task prefers (async for the manipulation tasks)."""
+    ray_address: str = ""
+    """``env.vector ray``: the Ray cluster to run the env actors on (``HOST:PORT`` of ``ray start --head``, or
+    ``auto``); empty: ``RAY_ADDRESS`` if set, else a Ray instance started on this machine."""
+    ray_cpus: float = 1.0
+    """``env.vector ray``: CPUs each env actor reserves on the cluster."""
     max_episode_steps: int = 0
     """Episode limit in env steps; 0 keeps the env's own limit."""
     norm_obs: bool = True
@@ -584,7 +590,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(cfg.env.n_envs >= 1, f"env.n_envs must be >= 1 (got {cfg.env.n_envs})")
     need(cfg.env.max_episode_steps >= 0, "env.max_episode_steps must be >= 0")
     need(
-        cfg.env.vector in ("auto", "sync", "async"), f"env.vector must be auto, sync or async (got {cfg.env.vector!r})"
+        cfg.env.vector in ("auto", "sync", "async", "ray"),
+        f"env.vector must be auto, sync, async or ray (got {cfg.env.vector!r})",
     )
     need(
         re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device) is not None,

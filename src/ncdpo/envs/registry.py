@@ -357,7 +357,7 @@ def make_env(
 
 
 def vector_mode(env_id: str, vector: str = "auto") -> str:
-    """``"sync"`` or ``"async"``: ``vector`` itself, or for ``"auto"`` the task's preference."""
+    """``"sync"``, ``"async"`` or ``"ray"``: ``vector`` itself, or for ``"auto"`` the task's preference."""
     if vector != "auto":
         return vector
     return TASKS[env_id].vector if env_id in TASKS else "sync"
@@ -370,26 +370,35 @@ def make_vec_env(
     max_episode_steps: int = 0,
     vector: str = "auto",
     options: dict[str, Any] | None = None,
+    ray_cpus: float = 1.0,
 ) -> SyncVectorEnv | AsyncVectorEnv:
     """``n_envs`` chunked envs stepped in lock-step; finished envs reset in the same step (final obs in info).
 
     ``vector``: ``"sync"`` steps them in this process (gymnasium SyncVectorEnv), ``"async"`` in one
-    subprocess each (AsyncVectorEnv, started with ``spawn``), ``"auto"`` as the task prefers. ``options``: the
-    task's constructor options (:func:`env_kwargs`).
+    subprocess each (AsyncVectorEnv, started with ``spawn``), ``"ray"`` in one Ray actor each of ``ray_cpus``
+    CPUs (:class:`~ncdpo.envs.ray_vector.RayVectorEnv`, on the cluster this process is connected to, else a local
+    instance), ``"auto"`` as the task prefers. ``options``: the task's constructor options (:func:`env_kwargs`).
     """
     mode = vector_mode(env_id, vector)
+    venv: Any
     if _has_cameras(env_id):
         from ncdpo.envs.render import select_gl_backend
 
         select_gl_backend()  # before any worker starts, so that every one inherits the backend
-    if mode == "sync" or n_envs == 1:
+    if mode == "ray":
+        from ncdpo.envs.ray_vector import RayVectorEnv
+
+        make_env(env_id, act_steps, max_episode_steps, options).close()  # a bad id fails fast, in this process
+        makers = [_AsyncMaker(env_id, act_steps, max_episode_steps, i, options) for i in range(n_envs)]
+        venv = RayVectorEnv(makers, env_id, num_cpus=ray_cpus)
+    elif mode == "sync" or n_envs == 1:
         # fail fast, with a clear message, in this process
         make_env(env_id, act_steps, max_episode_steps, options).close()
         fns = [
             lambda i=i: WorkerGuard(make_env(env_id, act_steps, max_episode_steps, options), env_id, i)
             for i in range(n_envs)
         ]
-        venv: SyncVectorEnv | AsyncVectorEnv = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        venv = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     else:
         # AsyncVectorEnv builds the first env in this process to read its spaces, so a bad id fails fast here
         fns = [_AsyncMaker(env_id, act_steps, max_episode_steps, i, options) for i in range(n_envs)]

@@ -6,9 +6,10 @@ State is captured layer by layer through the wrapper chain of each sub-environme
 layer that knows its own state better (a simulator wrapped as a gymnasium env, such as robosuite's) defines
 ``ncdpo_state()`` / ``ncdpo_set_state(st)``; the chain stops there.
 
-Works for a :class:`gymnasium.vector.SyncVectorEnv` (directly) and an :class:`~gymnasium.vector.AsyncVectorEnv`
-(each worker snapshots its own env through :class:`~ncdpo.envs.wrappers.WorkerGuard`'s ``ncdpo_snapshot``
-attribute). This module needs NumPy and MuJoCo only, so that subprocess workers never import torch.
+Works for a :class:`gymnasium.vector.SyncVectorEnv` (directly), an :class:`~gymnasium.vector.AsyncVectorEnv` and a
+:class:`~ncdpo.envs.ray_vector.RayVectorEnv` (each worker or actor snapshots its own env through
+:class:`~ncdpo.envs.wrappers.WorkerGuard`'s ``ncdpo_snapshot`` attribute). This module needs NumPy and MuJoCo only,
+so that subprocess workers never import torch.
 """
 
 from __future__ import annotations
@@ -119,9 +120,10 @@ def set_stack_state(env: Any, layers: list[dict[str, Any]]) -> None:
 
 
 def _is_async(envs: Any) -> bool:
+    """Sub-envs in other processes (``async`` subprocesses, ``ray`` actors): reached through get_attr / set_attr."""
     from gymnasium.vector import AsyncVectorEnv
 
-    return isinstance(envs, AsyncVectorEnv)
+    return isinstance(envs, AsyncVectorEnv) or type(envs).__name__ == "RayVectorEnv"
 
 
 def env_state(envs: Any) -> dict[str, Any]:

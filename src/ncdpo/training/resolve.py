@@ -36,7 +36,7 @@ _RUN_ONLY = (
     "tensorboard",
     "torch_threads",
 )
-RESUME_OVERRIDABLE = ("total_env_steps", *_RUN_ONLY)
+RESUME_OVERRIDABLE = ("total_env_steps", "env.ray_address", "env.ray_cpus", *_RUN_ONLY)  # (where the actors run)
 PRETRAIN_RESUME_OVERRIDABLE = ("pretrain.steps", *_RUN_ONLY)
 
 # The measured recipe of each (algo, regime), on top of the dataclass defaults (benchmarks/RESULTS.md):

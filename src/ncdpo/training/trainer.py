@@ -76,8 +76,18 @@ class Trainer(RunSkeleton):
         super().__init__(validate(cfg))
         cfg = self.cfg
         self.before_update, self.after_update = before_update, after_update
+        if vector_mode(cfg.env.id, cfg.env.vector) == "ray":
+            from ncdpo.envs.ray_vector import ensure_ray
+
+            ensure_ray(cfg.env.ray_address, cfg.env.ray_cpus * cfg.env.n_envs)
         self.envs = make_vec_env(
-            cfg.env.id, cfg.env.n_envs, cfg.act_steps, cfg.env.max_episode_steps, cfg.env.vector, env_kwargs(cfg.env)
+            cfg.env.id,
+            cfg.env.n_envs,
+            cfg.act_steps,
+            cfg.env.max_episode_steps,
+            cfg.env.vector,
+            env_kwargs(cfg.env),
+            ray_cpus=cfg.env.ray_cpus,
         )
         self.eval_envs: Any = None  # subprocess eval envs are kept between evaluations (slow to start)
         self.spec = env_spec(self.envs)
@@ -363,14 +373,16 @@ class Trainer(RunSkeleton):
         """The ``eval/*`` metrics of the current policy (training's RNG is left alone)."""
         cfg = self.cfg
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            if self.eval_envs is None and vector_mode(cfg.env.id, cfg.env.vector) == "async":
+            mode = vector_mode(cfg.env.id, cfg.env.vector)
+            if self.eval_envs is None and mode in ("async", "ray"):
                 self.eval_envs = make_vec_env(
                     cfg.env.id,
                     min(cfg.eval_episodes, cfg.env.n_envs),
                     cfg.act_steps,
                     cfg.env.max_episode_steps,
-                    "async",
+                    mode,
                     env_kwargs(cfg.env),
+                    ray_cpus=cfg.env.ray_cpus,
                 )
             return self.evaluate_policy(self.agent, self.obs_norm, self.eval_envs)
 
