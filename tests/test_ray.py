@@ -189,6 +189,16 @@ def test_ray_vector_gives_the_rollouts_of_sync_and_resumes_bitwise(tmp_path):
     same_run(tmp_path / "sync", tmp_path / "split")
 
 
+def test_ray_vector_gives_the_multi_agent_rows_of_sync(tmp_path):
+    pytest.importorskip("mpe2")
+    common = ["--algo", "ppo", "--env", "simple_spread", "--total-env-steps", "300", "--env.n-envs", "2",
+              "--ppo.n-steps", "50", "--ppo.minibatch-size", "50", "--ppo.update-epochs", "1", "--out-dir",
+              str(tmp_path), "--progress", "false", "--tensorboard", "false", "--seed", "3"]  # fmt: skip
+    for vector in ("sync", "ray"):
+        assert main(["train", *common, "--run-name", vector, "--env.vector", vector]) == 0
+    same_run(tmp_path / "sync", tmp_path / "ray")
+
+
 def test_an_env_that_raises_in_an_actor_is_one_line(tmp_path, capsys):
     assert train(tmp_path, "raise", "ray", env="ray_envs:FaultyHopper-v0") == 2
     err = capsys.readouterr().err.strip()

@@ -352,10 +352,14 @@ def run_trial(trial: dict[str, Any]) -> dict[str, Any]:
         return {"name": t.name, "status": "failed", "error": _last_error(log_path), "wall_s": time.time() - t0}
     ev = run / "eval.json"
     if t.eval_episodes > 0 and not ev.is_file():
-        cmd = [*NCDPO, "eval", str(run), "--episodes", str(t.eval_episodes), "--seed", str(t.eval_seed)]
-        rc = run_cli([*cmd, "--json", str(ev)], log_path)
-        if rc < 0:
-            raise TrialInterrupted(f"{t.name}: evaluation killed by signal {-rc}")
+        # in this worker (no second interpreter start): ncdpo eval, its output into the trial's log
+        import contextlib
+
+        from ncdpo.cli import main
+
+        argv = ["eval", str(run), "--episodes", str(t.eval_episodes), "--seed", str(t.eval_seed), "--json", str(ev)]
+        with open(log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            rc = main(argv)
         if rc != 0:
             return {"name": t.name, "status": "failed", "error": _last_error(log_path), "wall_s": time.time() - t0}
     return {"name": t.name, "status": "done", "wall_s": time.time() - t0, "attempts": info["attempts"]}
@@ -518,7 +522,7 @@ def run_sweep(target: str | Path, address: str = "", resume: bool = False, echo:
     todo = [t for t in trials if states[t.name] != "done"]
     echo(f"sweep {folder}: {len(trials)} trials, {len(trials) - len(todo)} done already")
     failures: dict[str, str] = {}
-    started = False
+    started, t_start = False, time.time()
     if todo:
         started = start_ray(address)
         try:
@@ -547,7 +551,7 @@ def run_sweep(target: str | Path, address: str = "", resume: bool = False, echo:
                     else:
                         echo(f"  done: {t.name} ({res.get('wall_s', 0):.0f} s, attempt {res.get('attempts', 1)})")
                 for t in todo:
-                    if states[t.name] == "queued" and (folder / f"{t.name}.trial.json").is_file():
+                    if states[t.name] == "queued" and _started_since(folder / f"{t.name}.trial.json", t_start):
                         states[t.name] = "running"
                 if time.time() - last >= spec.progress_every or not pending:
                     echo(progress_table(trials, states, budget))
@@ -564,6 +568,14 @@ def run_sweep(target: str | Path, address: str = "", resume: bool = False, echo:
         echo(f"{len(failures)} of {len(trials)} trials failed (first: {name}: {err})")
         return 1
     return 0
+
+
+def _started_since(info_path: Path, t: float) -> bool:
+    """Whether the trial recorded in ``info_path`` was (re)started after ``t`` (a sweep's start)."""
+    try:
+        return float(json.loads(info_path.read_text())["started"]) >= t - 1.0
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _short(e: BaseException) -> str:
