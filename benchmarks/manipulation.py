@@ -124,6 +124,16 @@ def summarize(
                 baseline_label="BC (sampled)",
                 title=f"{task}: success of training episodes (sampled policy), mean ± std over seeds",
             )
+            if bc_c[1] is not None:  # kitchen: the completion rate is where the learning shows
+                H.plot_curves(
+                    task_runs,
+                    out / f"completion_{task}.png",
+                    y="charts/completion_rate",
+                    smooth=3,
+                    baseline=bc_c[1],
+                    baseline_label="BC (sampled)",
+                    title=f"{task}: completion rate of training episodes (sampled), mean ± std",
+                )
         # each task keeps its own table, so a harness call for one task never drops another task's results
         H.write_csv(out / "summary.csv", SUMMARY_HEADER, rows)
         H.write_table(out / "table.md", [*table_header(episodes, eval_seed), *lines, *([""] + notes if notes else [])])
