@@ -172,6 +172,18 @@ def test_an_unreachable_address_is_one_line(tmp_path, capsys):
     assert time.time() - t0 < 30
 
 
+def test_the_benchmark_harness_runs_its_jobs_as_ray_tasks(capsys):
+    sys.path.insert(0, str(TESTS.parent / "benchmarks"))
+    try:
+        import _harness as H
+    finally:
+        sys.path.pop(0)
+    H.run_jobs(lambda a, b: f"{a}+{b}={a + b} in pid {os.getpid()}", [(1, 2), (3, 4), (5, 6)], 2)
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split(" in ")[0] for ln in lines] == ["1+2=3", "3+4=7", "5+6=11"]  # in job order
+    assert str(os.getpid()) not in {ln.rsplit(" ", 1)[1] for ln in lines}  # in Ray workers, not here
+
+
 # ---------------------------------------------------------------------------------------------- env actors
 def train(tmp_path, name, vector, budget=768, env="Hopper-v5", extra=()):
     return main(["train", "--algo", "ncdpo", "--env", env, "--seed", "3", *small_args(), "--env.vector", vector,
