@@ -19,7 +19,9 @@ runs more subprocesses than cores).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from copy import deepcopy
 from typing import Any
 
@@ -43,22 +45,59 @@ def ensure_ray(address: str = "", min_cpus: float = 1.0) -> None:
     address = address or os.environ.get("RAY_ADDRESS", "")
     if address and address != "local":
         check_reachable(address)
+        host = address.rpartition(":")[0].strip("[]")
+        loopback = host in ("localhost", "::1") or host.startswith("127.")
+        _token_auth_if_available()
         try:
-            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+            with _loopback_only() if loopback else contextlib.nullcontext():  # a cluster on this machine's loopback
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         except Exception as e:  # ConnectionError, RuntimeError: one line, whatever Ray raised
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise NcdpoError(f"cannot connect to the Ray cluster at {address}: {first}") from None
         return
     cpus = max(float(os.cpu_count() or 1), float(min_cpus))
-    ray.init(
-        address="local",  # a new instance of this process's own, never one that `ray start` left running
-        _node_ip_address="127.0.0.1",  # reachable from this machine only
-        num_cpus=int(np.ceil(cpus)),
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-        configure_logging=True,
-    )
+    with _loopback_only():
+        ray.init(
+            address="local",  # a new instance of this process's own, never one that `ray start` left running
+            _node_ip_address="127.0.0.1",
+            num_cpus=int(np.ceil(cpus)),
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+            configure_logging=True,
+        )
+
+
+def _token_auth_if_available() -> None:
+    """Ray 2.60 clusters started with ``ray start`` use token authentication when a token exists (``~/.ray/auth_token``,
+    ``RAY_AUTH_TOKEN``); ``ray.init(address="auto")`` then sends it, ``ray.init(address=HOST:PORT)`` does not unless
+    ``RAY_AUTH_MODE=token``. Turn that on where a token is there and the mode is not set."""
+    try:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    except ImportError:  # another Ray version: its own defaults
+        return
+    with contextlib.suppress(Exception):
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """A local Ray instance bound to 127.0.0.1 only: Ray otherwise replaces a loopback node address by the machine's
+    routable one (so that other nodes could join). Its switch for that is ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
+    read by the processes Ray starts (from the environment) and by this one (the constant, read at import)."""
+    import ray._private.ray_constants as constants
+
+    key = constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    old_env, old_const = os.environ.get(key), constants.ENABLE_RAY_CLUSTER
+    os.environ[key], constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = old_const
+        if old_env is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old_env
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
