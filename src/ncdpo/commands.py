@@ -233,13 +233,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     from ncdpo.envs.registry import TASKS
-    from ncdpo.shipped import available
+    from ncdpo.shipped import asset_dir, available
 
     for t in TASKS.values():
         preset = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in t.preset.items())
         print(f"{t.id:16s} {t.description}\n{'':16s} preset: {preset or '(none)'}")
         if t.id in available():
-            print(f"{'':16s} shipped: shipped:{t.id} (behaviour-cloned diffusion policy; medium dataset)")
+            has_data = any((asset_dir(t.id) / f).is_file() for f in ("medium.hdf5", "demos.hdf5"))
+            what = "behaviour-cloned diffusion policy" + ("; its dataset" if has_data else "")
+            print(f"{'':16s} shipped: shipped:{t.id} ({what})")
     return 0
 
 
