@@ -78,8 +78,9 @@ def finished(run: Path) -> bool:
 
 def resumable(run: Path) -> bool:
     """An interrupted run with a checkpoint that ``ncdpo train --resume`` can continue."""
-    ck = run / "checkpoints"
-    return ck.is_dir() and any(ck.glob("iter_*.safetensors"))
+    from ncdpo.sweep import run_resumable
+
+    return run_resumable(run)
 
 
 def run_args(seed: int, steps: int, keep: int = 1, threads: bool = True) -> list[str]:

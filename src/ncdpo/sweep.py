@@ -211,10 +211,6 @@ def _cli_value(v: Any) -> list[str]:
     return [str(v)]
 
 
-def _option(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
 def _value_tag(v: Any) -> str:
     text = ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
     return text.replace("/", "_").replace(" ", "")
@@ -222,6 +218,8 @@ def _value_tag(v: Any) -> str:
 
 def make_trials(spec: SweepSpec, sweep_dir: str | Path) -> list[Trial]:
     """Every (task, algo, grid combination, seed) of ``spec``, in that order."""
+    from ncdpo.cli import _option
+
     sweep_dir = Path(sweep_dir)
     grid_keys = list(spec.grid)
     combos = list(itertools.product(*(spec.grid[k] for k in grid_keys))) if grid_keys else [()]
@@ -245,9 +243,10 @@ def make_trials(spec: SweepSpec, sweep_dir: str | Path) -> list[Trial]:
     return out
 
 
-def check_trials(trials: Sequence[Trial]) -> None:
+def check_trials(trials: Sequence[Trial]) -> dict[str, int]:
     """Make each task's env once and resolve each distinct trial config (all but the seed) as ``ncdpo train``
-    would, so a wrong env id, a nonsense value or a missing checkpoint is one line before anything runs."""
+    would, so a wrong env id, a nonsense value or a missing checkpoint is one line before anything runs; the env-step
+    budget of every trial."""
     from ncdpo.cli import build_parser, resolve_train_config
     from ncdpo.envs.registry import make_env
 
@@ -256,17 +255,22 @@ def check_trials(trials: Sequence[Trial]) -> None:
             make_env(task).close()
         except NcdpoError as e:
             raise NcdpoError(f"sweep task {task}: {e}") from None
-    seen = set()
+    budgets: dict[tuple, int] = {}
     for t in trials:
-        key = (t.task, t.algo, tuple(sorted((k, str(v)) for k, v in t.values.items())))
-        if key in seen:
+        key = _config_key(t)
+        if key in budgets:
             continue
-        seen.add(key)
         args, extra = build_parser().parse_known_args(["train", *t.train_args])
         try:
-            resolve_train_config(args, extra)
+            budgets[key] = int(resolve_train_config(args, extra).total_env_steps)
         except NcdpoError as e:
             raise NcdpoError(f"sweep trial {t.name}: {e}") from None
+    return {t.name: budgets[_config_key(t)] for t in trials}
+
+
+def _config_key(t: Trial) -> tuple:
+    """What sets a trial's config apart from another's: all but the seed."""
+    return (t.task, t.algo, tuple(sorted((k, str(v)) for k, v in t.values.items())))
 
 
 # ---------------------------------------------------------------------------------------------- running one
@@ -455,17 +459,6 @@ def progress_table(trials: Sequence[Trial], states: dict[str, str], budget: dict
     return "\n".join(lines)
 
 
-def _budget(t: Trial) -> int:
-    from ncdpo.cli import build_parser, resolve_train_config
-
-    args, extra = build_parser().parse_known_args(["train", *t.train_args])
-    return int(resolve_train_config(args, extra).total_env_steps)
-
-
-def _spec_dict(spec: SweepSpec) -> dict[str, Any]:
-    return dataclasses.asdict(spec)
-
-
 def open_sweep(target: str | Path, resume: bool) -> tuple[SweepSpec, Path]:
     """The spec and folder of ``ncdpo sweep TARGET``: a spec file (a new sweep, or with ``resume`` the one it
     started) or a sweep folder (``resume`` only)."""
@@ -492,7 +485,7 @@ def open_sweep(target: str | Path, resume: bool) -> tuple[SweepSpec, Path]:
             old = json.loads(saved.read_text())["spec"]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise NcdpoError(f"{saved} is damaged (not a sweep record)") from None
-        new = _spec_dict(spec)
+        new = dataclasses.asdict(spec)
         diff = [k for k in new if k not in ("progress_every", "max_retries") and old.get(k) != new[k]]
         if diff:
             raise NcdpoError(
@@ -510,10 +503,9 @@ def run_sweep(target: str | Path, address: str = "", resume: bool = False, echo:
 
     spec, folder = open_sweep(target, resume)
     trials = make_trials(spec, folder)
-    check_trials(trials)
-    budget = {t.name: _budget(t) for t in trials}
+    budget = check_trials(trials)
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"spec": _spec_dict(spec), "trials": [t.name for t in trials]}
+    record = {"spec": dataclasses.asdict(spec), "trials": [t.name for t in trials]}
     (folder / "sweep.json").write_text(json.dumps(record, indent=2) + "\n")
     states = {t.name: "queued" for t in trials}
     for t in trials:

@@ -170,7 +170,6 @@ class RayVectorEnv(VectorEnv):
         self._seeds = np.full(self.num_envs, -1, np.int64)  # per worker, for the error lines (-1: never seeded)
         actor_cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(_EnvActor)
         self._actors = [actor_cls.remote(m) for m in makers]
-        self._pending: list[Any] | None = None
         try:
             spaces = self._get([a.spaces.remote() for a in self._actors], "start", timeout=PLACE_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
